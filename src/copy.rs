@@ -1,0 +1,497 @@
+//! The circuit copy future: the relay's hot path.
+//!
+//! Bytes walk source stream -> one fixed buffer -> target stream (and back in the other
+//! direction's buffer). Per chunk: at most one token-bucket check, one counter add, two atomic
+//! loads (limits changed? close requested?). No allocation after construction, no lock, no
+//! busy polling: a throttled direction sleeps on one timer until its tokens are due.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures::{AsyncRead, AsyncWrite};
+use futures_timer::Delay;
+
+use crate::{
+    session::shared::{CloseRequest, SessionShared},
+    throttle::TokenBucket,
+    CloseReason, Side,
+};
+
+/// One direction of a circuit: a reader, a writer and the buffer between them.
+struct Direction {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Bytes read so far (for the data cap).
+    read_total: u64,
+    bucket: Option<TokenBucket>,
+    /// The throttle's timer, allocated on the first pause and re-armed after.
+    timer: Option<Delay>,
+    /// Whether `timer` is armed for the current pause.
+    waiting: bool,
+    needs_flush: bool,
+    read_done: bool,
+    done: bool,
+    reader: Side,
+}
+
+/// What stopped a direction early.
+enum Stop {
+    DataCap,
+    Io(Side, io::Error),
+}
+
+impl Direction {
+    fn new(buffer_size: usize, pending: &[u8], reader: Side) -> Self {
+        let mut buf = vec![0u8; buffer_size.max(pending.len())].into_boxed_slice();
+        buf[..pending.len()].copy_from_slice(pending);
+        Direction {
+            buf,
+            start: 0,
+            end: pending.len(),
+            read_total: pending.len() as u64,
+            bucket: None,
+            timer: None,
+            waiting: false,
+            needs_flush: false,
+            read_done: false,
+            done: false,
+            reader,
+        }
+    }
+
+    fn writer(&self) -> Side {
+        match self.reader {
+            Side::Source => Side::Target,
+            Side::Target => Side::Source,
+        }
+    }
+
+    fn set_bandwidth(&mut self, bandwidth: Option<u64>, now: Instant) {
+        match (bandwidth, self.bucket.as_mut()) {
+            (None, _) => self.bucket = None,
+            (Some(rate), Some(bucket)) => bucket.set_rate(rate, now),
+            (Some(rate), None) => self.bucket = Some(TokenBucket::new(rate, now)),
+        }
+        self.waiting = false;
+    }
+
+    /// Moves bytes from `reader` to `writer` until both would block, or the direction ends
+    /// (`Ready(Ok)` once the reader hit EOF and the writer is closed).
+    #[allow(clippy::too_many_arguments)]
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        counter: &std::sync::atomic::AtomicU64,
+        data_cap: Option<u64>,
+        throttled_nanos: &std::sync::atomic::AtomicU64,
+    ) -> Poll<Result<(), Stop>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            while self.start < self.end {
+                let written = match writer.as_mut().poll_write(cx, &self.buf[self.start..self.end]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Stop::Io(
+                            self.writer(),
+                            io::ErrorKind::WriteZero.into(),
+                        )))
+                    }
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Stop::Io(self.writer(), e))),
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.start += written;
+                self.needs_flush = true;
+                counter.fetch_add(written as u64, Relaxed);
+            }
+            if self.read_done {
+                return match writer.as_mut().poll_close(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.done = true;
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(Stop::Io(self.writer(), e))),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+
+            // How much may be read: buffer size, then data cap, then throttle.
+            let mut max = self.buf.len();
+            let mut probing_cap = false;
+            if let Some(cap) = data_cap {
+                let left = cap.saturating_sub(self.read_total);
+                if left == 0 {
+                    // At the cap: one more byte from the reader means it went over.
+                    probing_cap = true;
+                    max = 1;
+                } else {
+                    max = max.min(usize::try_from(left).unwrap_or(usize::MAX));
+                }
+            }
+            if let (Some(bucket), false) = (self.bucket.as_mut(), probing_cap) {
+                let now = Instant::now();
+                let available = bucket.available(now);
+                if available == 0 {
+                    if !self.waiting {
+                        let wait = bucket.wait_for(max as u64, now);
+                        throttled_nanos.fetch_add(duration_nanos(wait), Relaxed);
+                        // One timer per direction, re-armed: no allocation per pause.
+                        match self.timer.as_mut() {
+                            Some(timer) => timer.reset(wait),
+                            None => self.timer = Some(Delay::new(wait)),
+                        }
+                        self.waiting = true;
+                    }
+                    if let Some(timer) = self.timer.as_mut() {
+                        if Pin::new(timer).poll(cx).is_pending() {
+                            return self.flush_then_pending(cx, writer);
+                        }
+                    }
+                    self.waiting = false;
+                    continue;
+                }
+                self.waiting = false;
+                max = max.min(usize::try_from(available).unwrap_or(usize::MAX));
+            }
+
+            let n = match reader.as_mut().poll_read(cx, &mut self.buf[..max]) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Stop::Io(self.reader, e))),
+                Poll::Pending => return self.flush_then_pending(cx, writer),
+            };
+            if n == 0 {
+                self.read_done = true;
+                continue;
+            }
+            if probing_cap {
+                return Poll::Ready(Err(Stop::DataCap));
+            }
+            if let Some(bucket) = self.bucket.as_mut() {
+                bucket.consume(n as u64);
+            }
+            self.read_total += n as u64;
+            self.start = 0;
+            self.end = n;
+        }
+    }
+
+    fn flush_then_pending<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: Pin<&mut W>,
+    ) -> Poll<Result<(), Stop>> {
+        if self.needs_flush {
+            match writer.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Stop::Io(self.writer(), e))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Relays one session until both directions finish, a limit ends it, or its owner closes it.
+pub(crate) struct CopyFuture<S> {
+    source: S,
+    target: S,
+    to_target: Direction,
+    to_source: Direction,
+    shared: Arc<SessionShared>,
+    started: Instant,
+    timeout: Option<(Duration, Delay)>,
+    data_cap: Option<u64>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> CopyFuture<S> {
+    /// `source_pending` / `target_pending` are bytes each side sent before the circuit was up
+    /// (read past the protocol messages); they are relayed first.
+    pub(crate) fn new(
+        source: S,
+        source_pending: &[u8],
+        target: S,
+        target_pending: &[u8],
+        shared: Arc<SessionShared>,
+        buffer_size: usize,
+    ) -> Self {
+        let mut future = CopyFuture {
+            source,
+            target,
+            to_target: Direction::new(buffer_size, source_pending, Side::Source),
+            to_source: Direction::new(buffer_size, target_pending, Side::Target),
+            shared,
+            started: Instant::now(),
+            timeout: None,
+            data_cap: None,
+        };
+        future.load_limits();
+        future
+    }
+
+    fn load_limits(&mut self) {
+        let limits = self.shared.limits();
+        let now = Instant::now();
+        self.to_target.set_bandwidth(limits.bandwidth, now);
+        self.to_source.set_bandwidth(limits.bandwidth, now);
+        self.data_cap = limits.data;
+        let unchanged = matches!((&self.timeout, limits.duration), (Some((old, _)), Some(new)) if *old == new);
+        if !unchanged {
+            self.timeout = limits.duration.map(|d| {
+                let left = d.saturating_sub(self.started.elapsed());
+                (d, Delay::new(left))
+            });
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for CopyFuture<S> {
+    type Output = CloseReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let this = self.get_mut();
+        this.shared.register(cx.waker());
+        match this.shared.close_requested() {
+            Some(CloseRequest::Owner) => return Poll::Ready(CloseReason::ClosedByOwner),
+            Some(CloseRequest::Drained) => return Poll::Ready(CloseReason::Drained),
+            None => {}
+        }
+        if this.shared.take_limits_changed() {
+            this.load_limits();
+        }
+        if let Some((_, delay)) = this.timeout.as_mut() {
+            if Pin::new(delay).poll(cx).is_ready() {
+                return Poll::Ready(CloseReason::Timeout);
+            }
+        }
+
+        let up = this.to_target.poll_copy(
+            cx,
+            Pin::new(&mut this.source),
+            Pin::new(&mut this.target),
+            &this.shared.source_to_target,
+            this.data_cap,
+            &this.shared.throttled_nanos,
+        );
+        let down = this.to_source.poll_copy(
+            cx,
+            Pin::new(&mut this.target),
+            Pin::new(&mut this.source),
+            &this.shared.target_to_source,
+            this.data_cap,
+            &this.shared.throttled_nanos,
+        );
+        for result in [&up, &down] {
+            match result {
+                Poll::Ready(Err(Stop::DataCap)) => return Poll::Ready(CloseReason::DataCapReached),
+                Poll::Ready(Err(Stop::Io(side, e))) => {
+                    return Poll::Ready(CloseReason::StreamError {
+                        side: *side,
+                        error: e.to_string(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        ready!(up).ok();
+        ready!(down).ok();
+        Poll::Ready(CloseReason::Completed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SessionLimits;
+    use futures::{
+        executor::block_on,
+        io::{AsyncReadExt, AsyncWriteExt},
+    };
+
+    /// An in-memory stream pair: what one end writes, the other reads.
+    fn pipe() -> (Duplex, Duplex) {
+        let (a_read, b_write) = sluice::pipe::pipe();
+        let (b_read, a_write) = sluice::pipe::pipe();
+        (
+            Duplex {
+                read: a_read,
+                write: a_write,
+            },
+            Duplex {
+                read: b_read,
+                write: b_write,
+            },
+        )
+    }
+
+    struct Duplex {
+        read: sluice::pipe::PipeReader,
+        write: sluice::pipe::PipeWriter,
+    }
+
+    impl AsyncRead for Duplex {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.read).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Duplex {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.write).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.write).poll_flush(cx)
+        }
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.write).poll_close(cx)
+        }
+    }
+
+    fn shared(limits: SessionLimits) -> Arc<SessionShared> {
+        Arc::new(SessionShared::new(limits))
+    }
+
+    #[test]
+    fn relays_both_ways_with_pending_bytes_first_and_counts() {
+        let (mut client_a, relay_a) = pipe();
+        let (mut client_b, relay_b) = pipe();
+        let shared = shared(SessionLimits::UNLIMITED);
+        let copy = CopyFuture::new(relay_a, b"early-a ", relay_b, b"early-b ", shared.clone(), 64);
+        let run = async {
+            let a = async {
+                client_a.write_all(&[1u8; 1000]).await.unwrap();
+                client_a.close().await.unwrap();
+                let mut got = Vec::new();
+                client_a.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            let b = async {
+                client_b.write_all(&[2u8; 500]).await.unwrap();
+                client_b.close().await.unwrap();
+                let mut got = Vec::new();
+                client_b.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            futures::join!(copy, a, b)
+        };
+        let (reason, got_a, got_b) = block_on(run);
+        assert_eq!(reason, CloseReason::Completed);
+        assert_eq!(&got_b[..8], b"early-a ");
+        assert_eq!(got_b.len(), 1008);
+        assert_eq!(&got_a[..8], b"early-b ");
+        assert_eq!(got_a.len(), 508);
+        assert_eq!(shared.bytes(), (1008, 508));
+    }
+
+    #[test]
+    fn data_cap_counts_each_direction_and_ends_the_session_when_exceeded() {
+        let (mut client_a, relay_a) = pipe();
+        let (mut client_b, relay_b) = pipe();
+        let limits = SessionLimits {
+            data: Some(100),
+            ..SessionLimits::UNLIMITED
+        };
+        let shared = shared(limits);
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared.clone(), 64);
+        let run = async {
+            let a = async {
+                // Exactly the cap is fine; the 101st byte is not.
+                let _ = client_a.write_all(&[1u8; 101]).await;
+            };
+            let b = async {
+                let mut got = vec![0u8; 100];
+                let _ = client_b.read_exact(&mut got).await;
+                // The other direction has its own 100-byte budget.
+                let _ = client_b.write_all(&[2u8; 100]).await;
+            };
+            futures::join!(copy, a, b).0
+        };
+        assert_eq!(block_on(run), CloseReason::DataCapReached);
+        assert_eq!(shared.bytes().0, 100);
+    }
+
+    #[test]
+    fn owner_close_ends_an_idle_session() {
+        let (_client_a, relay_a) = pipe();
+        let (_client_b, relay_b) = pipe();
+        let shared = shared(SessionLimits::UNLIMITED);
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared.clone(), 64);
+        let closer = async {
+            futures_timer::Delay::new(Duration::from_millis(20)).await;
+            shared.request_close(CloseRequest::Owner);
+        };
+        let (reason, ()) = block_on(async { futures::join!(copy, closer) });
+        assert_eq!(reason, CloseReason::ClosedByOwner);
+    }
+
+    #[test]
+    fn timeout_ends_an_idle_session() {
+        let (_client_a, relay_a) = pipe();
+        let (_client_b, relay_b) = pipe();
+        let limits = SessionLimits {
+            duration: Some(Duration::from_millis(30)),
+            ..SessionLimits::UNLIMITED
+        };
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared(limits), 64);
+        assert_eq!(block_on(copy), CloseReason::Timeout);
+    }
+
+    #[test]
+    fn throttled_session_is_held_to_its_rate() {
+        let (mut client_a, relay_a) = pipe();
+        let (mut client_b, relay_b) = pipe();
+        let limits = SessionLimits {
+            bandwidth: Some(100_000),
+            ..SessionLimits::UNLIMITED
+        };
+        let shared = shared(limits);
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared.clone(), 4096);
+        let started = Instant::now();
+        let run = async {
+            let a = async {
+                client_a.write_all(&[7u8; 30_000]).await.unwrap();
+                client_a.close().await.unwrap();
+                let mut sink = Vec::new();
+                client_a.read_to_end(&mut sink).await.unwrap();
+            };
+            let b = async {
+                let mut got = Vec::new();
+                client_b.read_to_end(&mut got).await.unwrap();
+                client_b.close().await.unwrap();
+                got.len()
+            };
+            futures::join!(copy, a, b)
+        };
+        let (reason, (), received) = block_on(run);
+        assert_eq!(reason, CloseReason::Completed);
+        assert_eq!(received, 30_000);
+        // 30 kB at 100 kB/s from an empty bucket takes at least 0.3 s (a lower bound only).
+        assert!(started.elapsed() >= Duration::from_millis(290));
+        assert!(shared.throttled_nanos.load(Relaxed) > 0);
+    }
+}

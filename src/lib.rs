@@ -1,0 +1,76 @@
+//! # macula-relay
+//!
+//! A [Circuit Relay v2](https://github.com/libp2p/specs/blob/master/relay/circuit-v2.md) relay
+//! for rust-libp2p, as a [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour): peers behind
+//! NATs reserve a slot on it, other peers reach them through it. Wire-compatible with the
+//! stock relay clients (rust, js, go, py), it adds what the stock `libp2p::relay::Behaviour`
+//! lacks: a per-session bandwidth limit, byte accounting, live session listing and closing,
+//! run-time enable / disable / drain, limits changed at run time, per-peer tiers, spec-exact
+//! limits and statuses, signed reservation vouchers, and events with bytes and durations.
+//!
+//! The API follows the `macula_relay_node` reference: [`Behaviour::enable`],
+//! [`Behaviour::enable_with`], [`Behaviour::disable`], [`Behaviour::is_enabled`],
+//! [`Behaviour::sessions`], [`Behaviour::stats`], [`Behaviour::close_session`], and
+//! [`RelayNodeBuilder`] to start a relay node in one call.
+//!
+//! ## Composing the relay into your own swarm
+//!
+//! ```no_run
+//! use libp2p::{identify, noise, swarm::NetworkBehaviour, tcp, yamux};
+//! use macula_relay::{Config, Behaviour as Relay};
+//!
+//! #[derive(NetworkBehaviour)]
+//! struct MyBehaviour {
+//!     relay: Relay,
+//!     identify: identify::Behaviour,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder()
+//!     .max_sessions(500)
+//!     .bandwidth(Some(4_000_000)) // bytes per second and direction
+//!     .build()?;
+//! let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+//!     .with_tokio()
+//!     .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+//!     .with_behaviour(|key| MyBehaviour {
+//!         relay: Relay::new(key.clone(), config),
+//!         identify: identify::Behaviour::new(identify::Config::new(
+//!             "/my-app/1.0.0".into(),
+//!             key.public(),
+//!         )),
+//!     })?
+//!     .build();
+//! swarm.listen_on("/ip4/0.0.0.0/tcp/4001".parse()?)?;
+//! // ... drive the swarm; call swarm.behaviour_mut().relay.stats(), .sessions(), ...
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod behaviour;
+mod config;
+mod copy;
+mod handler;
+pub mod node;
+pub mod protocol;
+mod session;
+pub mod throttle;
+
+pub use behaviour::{
+    Behaviour, EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession,
+};
+pub use config::{
+    AccessPolicy, Config, ConfigBuilder, ConfigError, RequestRate, SessionLimits,
+    DEFAULT_BANDWIDTH, DEFAULT_COPY_BUFFER_SIZE, DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION,
+    DEFAULT_MAX_RESERVATIONS, DEFAULT_MAX_RESERVATIONS_PER_PEER, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_RESERVATION_TTL, DEFAULT_SESSION_TIMEOUT,
+    DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,
+};
+pub use node::{
+    load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
+};
+pub use protocol::{Status, WireLimit};
+pub use session::{
+    CloseReason, DenyReason, ParseSessionIdError, RelayStats, SessionId, SessionInfo, Side,
+};

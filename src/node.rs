@@ -1,0 +1,249 @@
+//! "Start the relay node server" in one call: a ready swarm (TCP and QUIC, noise, yamux,
+//! identify, ping and the relay) for users who do not compose their own.
+
+use std::{fs, io, path::Path, time::Duration};
+
+use libp2p::{
+    identify, identity::Keypair, noise, ping, swarm::NetworkBehaviour, tcp, yamux, Multiaddr,
+    Swarm, SwarmBuilder,
+};
+
+use crate::{Behaviour, Config};
+
+/// Protocol version announced by identify.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/macula-relay/1.0.0";
+
+/// The behaviour of a relay node: the relay, plus identify (so clients learn their observed
+/// address and the relay's protocols) and ping (keeps idle connections measured).
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "RelayNodeEvent")]
+pub struct RelayNodeBehaviour {
+    /// The relay.
+    pub relay: Behaviour,
+    /// Identify.
+    pub identify: identify::Behaviour,
+    /// Ping.
+    pub ping: ping::Behaviour,
+}
+
+/// Events of a [`RelayNodeBehaviour`].
+#[derive(Debug)]
+pub enum RelayNodeEvent {
+    /// From the relay.
+    Relay(crate::Event),
+    /// From identify.
+    Identify(Box<identify::Event>),
+    /// From ping.
+    Ping(ping::Event),
+}
+
+impl From<crate::Event> for RelayNodeEvent {
+    fn from(event: crate::Event) -> Self {
+        RelayNodeEvent::Relay(event)
+    }
+}
+
+impl From<identify::Event> for RelayNodeEvent {
+    fn from(event: identify::Event) -> Self {
+        RelayNodeEvent::Identify(Box::new(event))
+    }
+}
+
+impl From<ping::Event> for RelayNodeEvent {
+    fn from(event: ping::Event) -> Self {
+        RelayNodeEvent::Ping(event)
+    }
+}
+
+/// Why a relay node could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A transport could not be set up.
+    #[error("transport setup failed: {0}")]
+    Transport(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// The error.
+        error: String,
+    },
+    /// The key file could not be read or written.
+    #[error("key file {path}: {error}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Builds a relay node swarm. Call [`build`](Self::build) inside a tokio runtime.
+#[derive(Debug, Clone)]
+pub struct RelayNodeBuilder {
+    keypair: Option<Keypair>,
+    config: Config,
+    listen: Vec<Multiaddr>,
+    external: Vec<Multiaddr>,
+    idle_connection_timeout: Duration,
+}
+
+impl Default for RelayNodeBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RelayNodeBuilder {
+    /// Defaults: a fresh ed25519 key, [`Config::default`], listening on TCP and QUIC port 4001 on
+    /// all IPv4 interfaces, idle connections closed after 60 s.
+    pub fn new() -> Self {
+        Self {
+            keypair: None,
+            config: Config::default(),
+            listen: Vec::new(),
+            external: Vec::new(),
+            idle_connection_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The node's identity.
+    pub fn keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// The relay configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Listen on `addr` (repeatable; replaces the default listen addresses).
+    pub fn listen_on(mut self, addr: Multiaddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Announce `addr` as an external address (repeatable).
+    pub fn external_address(mut self, addr: Multiaddr) -> Self {
+        self.external.push(addr);
+        self
+    }
+
+    /// How long a connection with no reservation, session or stream stays open.
+    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// The default listen addresses: TCP and QUIC on port 4001, all IPv4 interfaces.
+    pub fn default_listen_addrs() -> Vec<Multiaddr> {
+        vec![
+            "/ip4/0.0.0.0/tcp/4001".parse().expect("valid multiaddr"),
+            "/ip4/0.0.0.0/udp/4001/quic-v1".parse().expect("valid multiaddr"),
+        ]
+    }
+
+    /// Builds the swarm, starts listening and adds the external addresses.
+    pub fn build(self) -> Result<Swarm<RelayNodeBehaviour>, NodeError> {
+        let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
+        let config = self.config;
+        let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| transport(&e))?
+            .with_behaviour(|key| RelayNodeBehaviour {
+                relay: Behaviour::new(key.clone(), config),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
+                        .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+            })
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(self.idle_connection_timeout))
+            .build();
+        let listen = if self.listen.is_empty() {
+            Self::default_listen_addrs()
+        } else {
+            self.listen
+        };
+        for addr in listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen {
+                    addr,
+                    error: e.to_string(),
+                })?;
+        }
+        for addr in self.external {
+            swarm.add_external_address(addr);
+        }
+        Ok(swarm)
+    }
+}
+
+/// Loads the node's key from `path` (protobuf-encoded, as libp2p writes keys), or creates an
+/// ed25519 key there (mode 0600 on Unix) if the file does not exist, so the peer id is stable
+/// across restarts.
+pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, NodeError> {
+    let error = |e: &dyn std::fmt::Display| NodeError::KeyFile {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    };
+    match fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| error(&e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            let bytes = keypair.to_protobuf_encoding().map_err(|e| error(&e))?;
+            write_private(path, &bytes).map_err(|e| error(&e))?;
+            Ok(keypair)
+        }
+        Err(e) => Err(error(&e)),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_created_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.key");
+        let first = load_or_create_keypair(&path).unwrap();
+        let second = load_or_create_keypair(&path).unwrap();
+        assert_eq!(first.public(), second.public());
+    }
+
+    #[test]
+    fn corrupt_key_file_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.key");
+        fs::write(&path, b"junk").unwrap();
+        let error = load_or_create_keypair(&path).unwrap_err();
+        assert!(error.to_string().contains("relay.key"), "{error}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The state a session's copy loop shares with the behaviour: byte counters, live limits and the
+//! close signal. Atomics only: the copy loop touches a few of them once per chunk, never per byte,
+//! and no event is sent per chunk.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed},
+    time::Duration,
+};
+
+use futures::task::AtomicWaker;
+
+use crate::SessionLimits;
+
+/// Why the owner asked a session to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseRequest {
+    /// `close_session`.
+    Owner = 1,
+    /// The drain deadline after `disable` passed.
+    Drained = 2,
+}
+
+/// Counters and controls of one live session (crate-internal; appears in handler commands).
+#[derive(Debug, Default)]
+pub struct SessionShared {
+    /// Bytes delivered from source to target.
+    pub(crate) source_to_target: AtomicU64,
+    /// Bytes delivered from target to source.
+    pub(crate) target_to_source: AtomicU64,
+    /// Time the copy loop spent waiting for the throttle, in nanoseconds.
+    pub(crate) throttled_nanos: AtomicU64,
+    bandwidth: AtomicU64,
+    data_cap: AtomicU64,
+    timeout_millis: AtomicU64,
+    limits_changed: AtomicBool,
+    close: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl SessionShared {
+    pub(crate) fn new(limits: SessionLimits) -> Self {
+        let shared = SessionShared::default();
+        shared.store_limits(limits);
+        shared.limits_changed.store(false, Relaxed);
+        shared
+    }
+
+    /// Sets new limits and wakes the copy loop so they take effect at once.
+    pub(crate) fn set_limits(&self, limits: SessionLimits) {
+        self.store_limits(limits);
+        self.waker.wake();
+    }
+
+    fn store_limits(&self, limits: SessionLimits) {
+        self.bandwidth.store(limits.bandwidth.unwrap_or(0), Relaxed);
+        self.data_cap.store(limits.data.unwrap_or(0), Relaxed);
+        let millis = limits
+            .duration
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+            .unwrap_or(0);
+        self.timeout_millis.store(millis, Relaxed);
+        self.limits_changed.store(true, Relaxed);
+    }
+
+    /// The current limits.
+    pub(crate) fn limits(&self) -> SessionLimits {
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        SessionLimits {
+            bandwidth: nonzero(self.bandwidth.load(Relaxed)),
+            data: nonzero(self.data_cap.load(Relaxed)),
+            duration: nonzero(self.timeout_millis.load(Relaxed)).map(Duration::from_millis),
+        }
+    }
+
+    /// Whether limits changed since the last call (for the copy loop).
+    pub(crate) fn take_limits_changed(&self) -> bool {
+        self.limits_changed.load(Relaxed) && self.limits_changed.swap(false, Relaxed)
+    }
+
+    /// Asks the copy loop to end the session.
+    pub(crate) fn request_close(&self, why: CloseRequest) {
+        let _ = self
+            .close
+            .compare_exchange(0, why as u8, Relaxed, Relaxed);
+        self.waker.wake();
+    }
+
+    /// The pending close request, if any.
+    pub(crate) fn close_requested(&self) -> Option<CloseRequest> {
+        match self.close.load(Relaxed) {
+            0 => None,
+            1 => Some(CloseRequest::Owner),
+            _ => Some(CloseRequest::Drained),
+        }
+    }
+
+    /// Registers the copy loop's waker.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Bytes relayed so far: (source to target, target to source).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (
+            self.source_to_target.load(Relaxed),
+            self.target_to_source.load(Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_trip_and_flag_changes() {
+        let limits = SessionLimits {
+            bandwidth: Some(5),
+            duration: Some(Duration::from_secs(3)),
+            data: None,
+        };
+        let shared = SessionShared::new(limits);
+        assert_eq!(shared.limits(), limits);
+        assert!(!shared.take_limits_changed());
+        shared.set_limits(SessionLimits::UNLIMITED);
+        assert!(shared.take_limits_changed());
+        assert!(!shared.take_limits_changed());
+        assert_eq!(shared.limits(), SessionLimits::UNLIMITED);
+    }
+
+    #[test]
+    fn first_close_request_wins() {
+        let shared = SessionShared::new(SessionLimits::UNLIMITED);
+        assert_eq!(shared.close_requested(), None);
+        shared.request_close(CloseRequest::Drained);
+        shared.request_close(CloseRequest::Owner);
+        assert_eq!(shared.close_requested(), Some(CloseRequest::Drained));
+    }
+}
