@@ -156,7 +156,7 @@ impl RelayNodeBuilder {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                yamux_config,
             )
             .map_err(|e| transport(&e))?
             .with_quic()
@@ -192,6 +192,23 @@ impl RelayNodeBuilder {
         Ok(swarm)
     }
 }
+
+/// The relay node's yamux settings.
+///
+/// js-libp2p's yamux (8.x) sends DATA frames as large as the receive window it was granted, and
+/// rust-yamux refuses frames over 1 MiB (closing the whole connection). Rust-yamux grows a
+/// stream's window by auto-tuning within a per-connection budget of
+/// `1 GiB - max_num_streams × 256 KiB`; with 4093 streams that budget is 768 KiB, so no window
+/// exceeds 1 MiB and js peers can move any amount of data through the relay. It also lets one
+/// connection carry up to 4093 concurrent circuits (the default is 512).
+pub fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(JS_SAFE_YAMUX_STREAMS);
+    config
+}
+
+/// See [`yamux_config`].
+const JS_SAFE_YAMUX_STREAMS: usize = 4093;
 
 /// Loads the node's key from `path` (protobuf-encoded, as libp2p writes keys), or creates an
 /// ed25519 key there (mode 0600 on Unix) if the file does not exist, so the peer id is stable

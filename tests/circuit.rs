@@ -39,10 +39,10 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     const N: u64 = 3 * 1024 * 1024 + 17;
     let outcome = source.transfer(target.peer_id, N).await.unwrap();
     assert!(outcome.peer_got_what_we_sent, "target received other bytes than sent");
-    assert_eq!(outcome.received_hash, transfer::expected_hash(b"listener", N));
+    assert_eq!(outcome.received_hash, transfer::expected_hash(transfer::DOWN_SEED, N));
     let served = served.recv().await.unwrap().unwrap();
     assert!(served.peer_got_what_we_sent);
-    assert_eq!(served.received_hash, transfer::expected_hash(b"dialer", N));
+    assert_eq!(served.received_hash, transfer::expected_hash(transfer::UP_SEED, N));
 
     // Live accounting: the relay carried the transfer plus libp2p's own handshakes over the
     // circuit (noise, yamux, multistream-select, identify), so at least N each way.

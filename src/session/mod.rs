@@ -166,6 +166,8 @@ pub struct SessionInfo {
     pub bytes_target_to_source: u64,
     /// The limits applied to it now.
     pub limits: SessionLimits,
+    /// Time its copy loop has spent waiting for the bandwidth throttle (both directions).
+    pub throttled: Duration,
 }
 
 /// The relay's statistics, as returned by [`Behaviour::stats`](crate::Behaviour::stats).

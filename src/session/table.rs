@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use libp2p::{swarm::ConnectionId, PeerId};
@@ -363,6 +363,9 @@ impl SessionTable {
                     bytes_source_to_target: up,
                     bytes_target_to_source: down,
                     limits: s.shared.limits(),
+                    throttled: Duration::from_nanos(
+                        s.shared.throttled_nanos.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                 })
             })
             .collect();
@@ -420,7 +423,6 @@ impl SessionTable {
 mod tests {
     use super::*;
     use crate::config::RequestRate;
-    use std::time::Duration;
 
     fn config() -> Config {
         Config::builder()

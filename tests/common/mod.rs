@@ -318,12 +318,22 @@ impl TestClient {
 
     /// Opens a transfer stream to `peer` and moves `n` bytes each way.
     pub async fn transfer(&self, peer: PeerId, n: u64) -> std::io::Result<transfer::Outcome> {
+        self.transfer_asymmetric(peer, n, n).await
+    }
+
+    /// Opens a transfer stream to `peer`: `up` bytes to it, `down` bytes back.
+    pub async fn transfer_asymmetric(
+        &self,
+        peer: PeerId,
+        up: u64,
+        down: u64,
+    ) -> std::io::Result<transfer::Outcome> {
         let stream = self
             .control
             .clone()
             .open_stream(peer, transfer::TRANSFER_PROTOCOL)
             .await
             .map_err(std::io::Error::other)?;
-        transfer::dial(stream, n).await
+        transfer::dial(stream, up, down).await
     }
 }

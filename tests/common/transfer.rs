@@ -1,15 +1,15 @@
-//! The interop transfer protocol `/macula-interop/transfer/1.0.0`, also used by the js and py
-//! peers under `interop/`:
+//! The interop transfer protocol `/macula-interop/transfer/1.0.0`, shared with the js and py
+//! peers under `interop/` (specified in `interop/js/README.md`):
 //!
-//! 1. The dialer writes an 8-byte big-endian length `N`, then `N` payload bytes.
-//! 2. The listener reads `N`, then at the same time reads the dialer's `N` bytes and writes `N`
-//!    payload bytes of its own.
-//! 3. Each side, once it has sent its `N` bytes and received the peer's `N`, writes the 32-byte
-//!    sha256 of what it received, then reads the peer's hash and compares it with the sha256 of
-//!    what it sent.
+//! 1. The dialer sends a 16-byte header: `up: u64`, `down: u64` (big-endian).
+//! 2. At the same time the dialer sends `up` bytes of `PRNG(UP_SEED)` and the listener sends
+//!    `down` bytes of `PRNG(DOWN_SEED)`.
+//! 3. A side that has sent all its bytes and received all the peer's sends the 32-byte sha256 of
+//!    what it received, then closes its write half.
+//! 4. Each side reads the peer's hash, expects EOF, and checks the hash against what it sent.
 //!
-//! Payload: the concatenation of `sha256(seed || counter_be64)` for counter = 0, 1, 2, ...,
-//! truncated to `N`; the seed is `b"dialer"` for the dialer and `b"listener"` for the listener.
+//! `PRNG(seed)`: xorshift32 (`x ^= x << 13; x ^= x >> 17; x ^= x << 5`), each word emitted as 4
+//! little-endian bytes, cut at N bytes.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -17,33 +17,35 @@ use sha2::{Digest, Sha256};
 
 /// The protocol id.
 pub const TRANSFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-interop/transfer/1.0.0");
+/// Seed of the dialer's bytes.
+pub const UP_SEED: u32 = 0x9E37_79B9;
+/// Seed of the listener's bytes.
+pub const DOWN_SEED: u32 = 0x7F4A_7C15;
 
 const CHUNK: usize = 64 * 1024;
 
 /// Deterministic payload bytes.
-pub struct Payload {
-    seed: &'static [u8],
-    counter: u64,
-    block: [u8; 32],
+pub struct Prng {
+    x: u32,
+    word: [u8; 4],
     used: usize,
 }
 
-impl Payload {
-    pub fn new(seed: &'static [u8]) -> Self {
-        Self { seed, counter: 0, block: [0; 32], used: 32 }
+impl Prng {
+    pub fn new(seed: u32) -> Self {
+        Self { x: seed, word: [0; 4], used: 4 }
     }
 
     pub fn fill(&mut self, out: &mut [u8]) {
         for byte in out.iter_mut() {
-            if self.used == 32 {
-                let mut h = Sha256::new();
-                h.update(self.seed);
-                h.update(self.counter.to_be_bytes());
-                self.block = h.finalize().into();
-                self.counter += 1;
+            if self.used == 4 {
+                self.x ^= self.x << 13;
+                self.x ^= self.x >> 17;
+                self.x ^= self.x << 5;
+                self.word = self.x.to_le_bytes();
                 self.used = 0;
             }
-            *byte = self.block[self.used];
+            *byte = self.word[self.used];
             self.used += 1;
         }
     }
@@ -60,14 +62,14 @@ pub struct Outcome {
     pub received_hash: [u8; 32],
 }
 
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, n: u64, seed: &'static [u8]) -> std::io::Result<[u8; 32]> {
-    let mut payload = Payload::new(seed);
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, n: u64, seed: u32) -> std::io::Result<[u8; 32]> {
+    let mut prng = Prng::new(seed);
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut left = n;
     while left > 0 {
         let len = left.min(CHUNK as u64) as usize;
-        payload.fill(&mut buf[..len]);
+        prng.fill(&mut buf[..len]);
         hash.update(&buf[..len]);
         w.write_all(&buf[..len]).await?;
         left -= len as u64;
@@ -91,48 +93,71 @@ async fn receive<R: AsyncRead + Unpin>(r: &mut R, n: u64) -> std::io::Result<[u8
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    n: u64,
-    seed: &'static [u8],
+    send_n: u64,
+    send_seed: u32,
+    receive_n: u64,
 ) -> std::io::Result<Outcome> {
     let (mut r, mut w) = stream.split();
-    let (sent_hash, received_hash) = futures::try_join!(send(&mut w, n, seed), receive(&mut r, n))?;
+    let (sent_hash, received_hash) =
+        futures::try_join!(send(&mut w, send_n, send_seed), receive(&mut r, receive_n))?;
     w.write_all(&received_hash).await?;
-    w.flush().await?;
+    w.close().await?;
     let mut peer_hash = [0u8; 32];
     r.read_exact(&mut peer_hash).await?;
-    let _ = w.close().await;
     Ok(Outcome {
-        sent: n,
-        received: n,
+        sent: send_n,
+        received: receive_n,
         peer_got_what_we_sent: peer_hash == sent_hash,
         received_hash,
     })
 }
 
-/// Runs the dialer's side: sends `n` bytes, receives `n`.
-pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, n: u64) -> std::io::Result<Outcome> {
-    stream.write_all(&n.to_be_bytes()).await?;
-    exchange(stream, n, b"dialer").await
+/// Runs the dialer's side: sends `up` bytes, receives `down`.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    up: u64,
+    down: u64,
+) -> std::io::Result<Outcome> {
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(&up.to_be_bytes());
+    header[8..].copy_from_slice(&down.to_be_bytes());
+    stream.write_all(&header).await?;
+    exchange(stream, up, UP_SEED, down).await
 }
 
 /// Runs the listener's side of one stream.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<Outcome> {
-    let mut len = [0u8; 8];
-    stream.read_exact(&mut len).await?;
-    exchange(stream, u64::from_be_bytes(len), b"listener").await
+    let mut header = [0u8; 16];
+    stream.read_exact(&mut header).await?;
+    let up = u64::from_be_bytes(header[..8].try_into().unwrap());
+    let down = u64::from_be_bytes(header[8..].try_into().unwrap());
+    exchange(stream, down, DOWN_SEED, up).await
 }
 
-/// sha256 of the first `n` payload bytes of `seed`.
-pub fn expected_hash(seed: &'static [u8], n: u64) -> [u8; 32] {
-    let mut payload = Payload::new(seed);
+/// sha256 of the first `n` bytes of `PRNG(seed)`.
+pub fn expected_hash(seed: u32, n: u64) -> [u8; 32] {
+    let mut prng = Prng::new(seed);
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut left = n;
     while left > 0 {
         let len = left.min(CHUNK as u64) as usize;
-        payload.fill(&mut buf[..len]);
+        prng.fill(&mut buf[..len]);
         hash.update(&buf[..len]);
         left -= len as u64;
     }
     hash.finalize().into()
+}
+
+#[test]
+fn prng_matches_the_js_test_vectors() {
+    let mut first = [0u8; 16];
+    Prng::new(UP_SEED).fill(&mut first);
+    let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, "19460c513e552ee03a8fb97bb5a88301");
+    let hex: String = expected_hash(DOWN_SEED, 1024 * 1024)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, "2afb71fd76bf7fc8651f1815dac807dd917d744fe02afc467e12ffaf746ab5e3");
 }
