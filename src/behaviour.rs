@@ -178,6 +178,8 @@ pub struct Behaviour {
     housekeeping: Delay,
     stats_timer: Option<Delay>,
     drain_deadline: Option<Delay>,
+    /// Time the copy loops of ended sessions spent waiting for their throttles.
+    throttled_ended: Duration,
 }
 
 impl Behaviour {
@@ -197,6 +199,7 @@ impl Behaviour {
             queued: VecDeque::new(),
             housekeeping: Delay::new(HOUSEKEEPING_INTERVAL),
             drain_deadline: None,
+            throttled_ended: Duration::ZERO,
         }
     }
 
@@ -222,8 +225,8 @@ impl Behaviour {
         if let Some(given) = options.node_id {
             if given != self.local_peer {
                 return Err(ConfigError::WrongNodeId {
-                    given,
-                    local: self.local_peer,
+                    given: given.to_string(),
+                    local: self.local_peer.to_string(),
                 });
             }
         }
@@ -284,6 +287,12 @@ impl Behaviour {
     /// The relay's statistics (reference: `get_stats/0`).
     pub fn stats(&self) -> RelayStats {
         self.table.stats(&self.config, self.enabled)
+    }
+
+    /// Time all sessions, live and ended, have spent waiting for their bandwidth throttles
+    /// (the sum of [`SessionInfo::throttled`] over every session since start).
+    pub fn total_throttled(&self) -> Duration {
+        self.throttled_ended + self.sessions().iter().map(|s| s.throttled).sum::<Duration>()
     }
 
     /// The reservations held now.
@@ -448,12 +457,16 @@ impl Behaviour {
                 };
                 let limit = self.config.limits_for(&peer).wire();
                 tracing::debug!(%peer, renewed, "reservation accepted");
-                self.notify(peer, connection, In::AcceptReservation {
-                    request,
-                    reservation,
-                    limit,
-                    expires: now + ttl,
-                });
+                self.notify(
+                    peer,
+                    connection,
+                    In::AcceptReservation {
+                        request,
+                        reservation,
+                        limit,
+                        expires: now + ttl,
+                    },
+                );
                 self.emit(Event::ReservationAccepted {
                     peer,
                     renewed,
@@ -473,7 +486,12 @@ impl Behaviour {
         }
     }
 
-    fn on_connect(&mut self, peer: PeerId, connection: ConnectionId, request: ConnectRequest<Stream>) {
+    fn on_connect(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: ConnectRequest<Stream>,
+    ) {
         let who = self.requester(peer, connection);
         let target = request.target();
         let target_connection = self.table.reservation_connection(&target).or_else(|| {
@@ -495,11 +513,15 @@ impl Behaviour {
                 let target_connection = target_connection.expect("admitted with a connection");
                 tracing::debug!(%session, source = %peer, %target, "session admitted, asking target");
                 self.pending_connects.insert(session, request);
-                self.notify(target, target_connection, In::OpenStop {
-                    session,
-                    source: peer,
-                    limit: shared.limits().wire(),
-                });
+                self.notify(
+                    target,
+                    target_connection,
+                    In::OpenStop {
+                        session,
+                        source: peer,
+                        limit: shared.limits().wire(),
+                    },
+                );
             }
             Err(reason) => {
                 let status = reason.connect_status();
@@ -530,12 +552,19 @@ impl Behaviour {
         self.table.record_session_denied(reason);
         let status = reason.connect_status();
         if let Some(request) = self.pending_connects.remove(&session) {
-            self.notify(entry.source, entry.source_connection, In::DenyConnect {
-                request,
-                status,
-            });
+            self.notify(
+                entry.source,
+                entry.source_connection,
+                In::DenyConnect { request, status },
+            );
         }
-        log_denial("session", &entry.source, Some(&entry.target), reason, status);
+        log_denial(
+            "session",
+            &entry.source,
+            Some(&entry.target),
+            reason,
+            status,
+        );
         self.emit(Event::SessionDenied {
             source: entry.source,
             target: entry.target,
@@ -555,6 +584,12 @@ impl Behaviour {
         };
         let (up, down) = entry.shared.bytes();
         let duration = started.elapsed();
+        self.throttled_ended += Duration::from_nanos(
+            entry
+                .shared
+                .throttled_nanos
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         tracing::info!(
             %session, source = %entry.source, target = %entry.target, %reason,
             bytes_source_to_target = up, bytes_target_to_source = down,
@@ -602,7 +637,10 @@ impl Behaviour {
             .session_ids()
             .map(|(id, e)| (*id, e.started.is_some()))
             .collect();
-        tracing::info!(sessions = ids.len(), "drain deadline passed: closing sessions");
+        tracing::info!(
+            sessions = ids.len(),
+            "drain deadline passed: closing sessions"
+        );
         for (id, started) in ids {
             if started {
                 if let Some(e) = self.table.session(&id) {
@@ -642,17 +680,32 @@ impl Behaviour {
         }
     }
 
-    fn new_handler(&mut self, connection: ConnectionId, peer: PeerId, addr: &Multiaddr, relayed: bool) -> Handler {
-        self.connections.insert(connection, ConnectionInfo {
-            peer,
-            relayed,
-            ip: ip_of(addr),
-        });
+    fn new_handler(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        relayed: bool,
+    ) -> Handler {
+        self.connections.insert(
+            connection,
+            ConnectionInfo {
+                peer,
+                relayed,
+                ip: ip_of(addr),
+            },
+        );
         Handler::new(self.handler_config())
     }
 }
 
-fn log_denial(what: &str, peer: &PeerId, target: Option<&PeerId>, reason: DenyReason, status: Status) {
+fn log_denial(
+    what: &str,
+    peer: &PeerId,
+    target: Option<&PeerId>,
+    reason: DenyReason,
+    status: Status,
+) {
     match reason {
         DenyReason::RateLimited => {
             tracing::debug!(%peer, ?target, %reason, %status, "{what} refused")
@@ -748,14 +801,18 @@ impl NetworkBehaviour for Behaviour {
                 };
                 let (source, source_connection, shared) =
                     (entry.source, entry.source_connection, entry.shared.clone());
-                self.notify(source, source_connection, In::AcceptConnect {
-                    session,
-                    request,
-                    limit: shared.limits().wire(),
-                    target: stream,
-                    target_pending: pending,
-                    shared,
-                });
+                self.notify(
+                    source,
+                    source_connection,
+                    In::AcceptConnect {
+                        session,
+                        request,
+                        limit: shared.limits().wire(),
+                        target: stream,
+                        target_pending: pending,
+                        shared,
+                    },
+                );
             }
             handler::Event::StopFailed { session, error } => {
                 tracing::info!(%session, target = %peer, %error, "target did not accept the circuit");
@@ -780,7 +837,10 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         if let Some(event) = self.queued.pop_front() {
             return Poll::Ready(event);
         }

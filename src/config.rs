@@ -145,10 +145,10 @@ pub enum ConfigError {
     /// A node id given to `enable_with` is not this node's peer id.
     #[error("node id {given} is not this relay's peer id {local}")]
     WrongNodeId {
-        /// The id given.
-        given: PeerId,
-        /// The relay's own id.
-        local: PeerId,
+        /// The id given (base58).
+        given: String,
+        /// The relay's own id (base58).
+        local: String,
     },
 }
 
@@ -273,7 +273,11 @@ impl Config {
 
     /// The limits announced to `peer` in its reservation.
     pub fn limits_for(&self, peer: &PeerId) -> SessionLimits {
-        self.policy.overrides.get(peer).copied().unwrap_or(self.limits)
+        self.policy
+            .overrides
+            .get(peer)
+            .copied()
+            .unwrap_or(self.limits)
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -496,16 +500,22 @@ mod tests {
             .session_timeout(Some(Duration::ZERO))
             .build()
             .is_err());
-        assert!(Config::builder().max_session_bytes(Some(0)).build().is_err());
+        assert!(Config::builder()
+            .max_session_bytes(Some(0))
+            .build()
+            .is_err());
         let config = Config::builder()
             .bandwidth(None)
             .session_timeout(None)
             .build()
             .unwrap();
-        assert_eq!(config.limits(), SessionLimits {
-            data: None,
-            ..SessionLimits::UNLIMITED
-        });
+        assert_eq!(
+            config.limits(),
+            SessionLimits {
+                data: None,
+                ..SessionLimits::UNLIMITED
+            }
+        );
     }
 
     #[test]
@@ -525,7 +535,10 @@ mod tests {
             .peer_limits(trusted, SessionLimits::UNLIMITED)
             .build()
             .unwrap();
-        assert_eq!(config.limits_between(&other, &trusted), SessionLimits::UNLIMITED);
+        assert_eq!(
+            config.limits_between(&other, &trusted),
+            SessionLimits::UNLIMITED
+        );
         assert_eq!(config.limits_for(&other), SessionLimits::default());
     }
 
@@ -541,11 +554,14 @@ mod tests {
             duration: Some(Duration::from_secs(1)),
             data: Some(1),
         };
-        assert_eq!(a.most_generous(b), SessionLimits {
-            bandwidth: Some(20),
-            duration: None,
-            data: Some(5),
-        });
+        assert_eq!(
+            a.most_generous(b),
+            SessionLimits {
+                bandwidth: Some(20),
+                duration: None,
+                data: Some(5),
+            }
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ impl Direction {
         }
         loop {
             while self.start < self.end {
-                let written = match writer.as_mut().poll_write(cx, &self.buf[self.start..self.end]) {
+                let written = match writer
+                    .as_mut()
+                    .poll_write(cx, &self.buf[self.start..self.end])
+                {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(Stop::Io(
                             self.writer(),
@@ -252,7 +255,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CopyFuture<S> {
         self.to_target.set_bandwidth(limits.bandwidth, now);
         self.to_source.set_bandwidth(limits.bandwidth, now);
         self.data_cap = limits.data;
-        let unchanged = matches!((&self.timeout, limits.duration), (Some((old, _)), Some(new)) if *old == new);
+        let unchanged =
+            matches!((&self.timeout, limits.duration), (Some((old, _)), Some(new)) if *old == new);
         if !unchanged {
             self.timeout = limits.duration.map(|d| {
                 let left = d.saturating_sub(self.started.elapsed());
@@ -381,7 +385,14 @@ mod tests {
         let (mut client_a, relay_a) = pipe();
         let (mut client_b, relay_b) = pipe();
         let shared = shared(SessionLimits::UNLIMITED);
-        let copy = CopyFuture::new(relay_a, b"early-a ", relay_b, b"early-b ", shared.clone(), 64);
+        let copy = CopyFuture::new(
+            relay_a,
+            b"early-a ",
+            relay_b,
+            b"early-b ",
+            shared.clone(),
+            64,
+        );
         let run = async {
             let a = async {
                 client_a.write_all(&[1u8; 1000]).await.unwrap();

@@ -176,7 +176,10 @@ impl Handler {
         }
     }
 
-    fn push_reply(&mut self, reply: impl std::future::Future<Output = io::Result<()>> + Send + 'static) {
+    fn push_reply(
+        &mut self,
+        reply: impl std::future::Future<Output = io::Result<()>> + Send + 'static,
+    ) {
         if self.replies.try_push(reply).is_err() {
             tracing::warn!("dropping a hop answer: too many answers in flight on this connection");
         }
@@ -232,6 +235,41 @@ impl Handler {
         }
     }
 
+    fn on_hop_stream(&mut self, stream: Stream) {
+        if self
+            .inbound
+            .try_push(inbound_hop::read_request(stream))
+            .is_err()
+        {
+            tracing::warn!(
+                "dropping a hop stream: {} requests already in progress on this connection",
+                self.config.max_pending_streams
+            );
+            self.events.push_back(Event::BadRequest(
+                "too many concurrent hop streams on one connection".into(),
+            ));
+        }
+    }
+
+    fn on_stop_stream(
+        &mut self,
+        stream: Stream,
+        session: SessionId,
+        source: PeerId,
+        limit: WireLimit,
+    ) {
+        if self
+            .stops
+            .try_push(session, outbound_stop::connect(stream, source, limit))
+            .is_err()
+        {
+            self.events.push_back(Event::StopFailed {
+                session,
+                error: "too many stop requests in flight on the target's connection".into(),
+            });
+        }
+    }
+
     fn start_circuit(&mut self, session: SessionId, parts: StartParts) {
         let copy = CopyFuture::new(
             parts.source,
@@ -279,10 +317,9 @@ impl ConnectionHandler for Handler {
         }
 
         if let Poll::Ready(Some((session, reason))) = self.circuits.poll_next_unpin(cx) {
-            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(Event::SessionEnded {
-                session,
-                reason,
-            }));
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                Event::SessionEnded { session, reason },
+            ));
         }
 
         if let Poll::Ready((session, result)) = self.accepting.poll_unpin(cx) {
@@ -328,30 +365,14 @@ impl ConnectionHandler for Handler {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
 
-        loop {
-            match self.inbound.poll_unpin(cx) {
-                Poll::Ready(Ok(Ok(HopRequest::Reserve(request)))) => {
-                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                        Event::ReserveRequested(request),
-                    ))
-                }
-                Poll::Ready(Ok(Ok(HopRequest::Connect(request)))) => {
-                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                        Event::ConnectRequested(request),
-                    ))
-                }
-                Poll::Ready(Ok(Err(error))) => {
-                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                        Event::BadRequest(error.to_string()),
-                    ))
-                }
-                Poll::Ready(Err(timeout)) => {
-                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                        Event::BadRequest(format!("hop stream sent no request: {timeout}")),
-                    ))
-                }
-                Poll::Pending => break,
-            }
+        if let Poll::Ready(result) = self.inbound.poll_unpin(cx) {
+            let event = match result {
+                Ok(Ok(HopRequest::Reserve(request))) => Event::ReserveRequested(request),
+                Ok(Ok(HopRequest::Connect(request))) => Event::ConnectRequested(request),
+                Ok(Err(error)) => Event::BadRequest(error.to_string()),
+                Err(timeout) => Event::BadRequest(format!("hop stream sent no request: {timeout}")),
+            };
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
 
         while let Poll::Ready(result) = self.replies.poll_unpin(cx) {
@@ -380,36 +401,11 @@ impl ConnectionHandler for Handler {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: stream,
                 ..
-            }) => {
-                if self
-                    .inbound
-                    .try_push(inbound_hop::read_request(stream))
-                    .is_err()
-                {
-                    tracing::warn!(
-                        "dropping a hop stream: {} requests already in progress on this connection",
-                        self.config.max_pending_streams
-                    );
-                    self.events.push_back(Event::BadRequest(
-                        "too many concurrent hop streams on one connection".into(),
-                    ));
-                }
-            }
+            }) => self.on_hop_stream(stream),
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
                 info: (session, source, limit),
-            }) => {
-                if self
-                    .stops
-                    .try_push(session, outbound_stop::connect(stream, source, limit))
-                    .is_err()
-                {
-                    self.events.push_back(Event::StopFailed {
-                        session,
-                        error: "too many stop requests in flight on the target's connection".into(),
-                    });
-                }
-            }
+            }) => self.on_stop_stream(stream, session, source, limit),
             ConnectionEvent::DialUpgradeError(DialUpgradeError {
                 info: (session, _, _),
                 error,

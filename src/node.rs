@@ -142,7 +142,9 @@ impl RelayNodeBuilder {
     pub fn default_listen_addrs() -> Vec<Multiaddr> {
         vec![
             "/ip4/0.0.0.0/tcp/4001".parse().expect("valid multiaddr"),
-            "/ip4/0.0.0.0/udp/4001/quic-v1".parse().expect("valid multiaddr"),
+            "/ip4/0.0.0.0/udp/4001/quic-v1"
+                .parse()
+                .expect("valid multiaddr"),
         ]
     }
 

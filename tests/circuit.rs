@@ -9,13 +9,7 @@ use macula_relay::{CloseReason, Event, SessionLimits};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     common::init_tracing();
-    let mut relay = TestRelay::start(
-        common::test_config()
-            .bandwidth(None)
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let mut relay = TestRelay::start(common::test_config().bandwidth(None).build().unwrap()).await;
     let mut target = TestClient::start().await;
     let mut source = TestClient::start().await;
 
@@ -29,7 +23,12 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     source.dial_through(&relay, target.peer_id).await.unwrap();
     let opened = relay
         .expect("session opened", |e| match e {
-            Event::SessionOpened { id, source: s, target: t, limits } => Some((*id, *s, *t, *limits)),
+            Event::SessionOpened {
+                id,
+                source: s,
+                target: t,
+                limits,
+            } => Some((*id, *s, *t, *limits)),
             _ => None,
         })
         .await;
@@ -38,11 +37,20 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
 
     const N: u64 = 3 * 1024 * 1024 + 17;
     let outcome = source.transfer(target.peer_id, N).await.unwrap();
-    assert!(outcome.peer_got_what_we_sent, "target received other bytes than sent");
-    assert_eq!(outcome.received_hash, transfer::expected_hash(transfer::DOWN_SEED, N));
+    assert!(
+        outcome.peer_got_what_we_sent,
+        "target received other bytes than sent"
+    );
+    assert_eq!(
+        outcome.received_hash,
+        transfer::expected_hash(transfer::DOWN_SEED, N)
+    );
     let served = served.recv().await.unwrap().unwrap();
     assert!(served.peer_got_what_we_sent);
-    assert_eq!(served.received_hash, transfer::expected_hash(transfer::UP_SEED, N));
+    assert_eq!(
+        served.received_hash,
+        transfer::expected_hash(transfer::UP_SEED, N)
+    );
 
     // Live accounting: the relay carried the transfer plus libp2p's own handshakes over the
     // circuit (noise, yamux, multistream-select, identify), so at least N each way.
@@ -52,7 +60,13 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     assert_eq!(live.id, opened.0);
     assert!(live.bytes_source_to_target >= N);
     assert!(live.bytes_target_to_source >= N);
-    assert_eq!(live.limits, SessionLimits { bandwidth: None, ..SessionLimits::default() });
+    assert_eq!(
+        live.limits,
+        SessionLimits {
+            bandwidth: None,
+            ..SessionLimits::default()
+        }
+    );
     let stats = relay.with(|r| r.stats()).await;
     assert_eq!(stats.active_sessions, 1);
     assert_eq!(stats.total_sessions_created, 1);
@@ -67,15 +81,27 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     });
     let closed = relay
         .expect("session closed", |e| match e {
-            Event::SessionClosed { id, reason, bytes_source_to_target, bytes_target_to_source, .. } => {
-                Some((*id, reason.clone(), *bytes_source_to_target, *bytes_target_to_source))
-            }
+            Event::SessionClosed {
+                id,
+                reason,
+                bytes_source_to_target,
+                bytes_target_to_source,
+                ..
+            } => Some((
+                *id,
+                reason.clone(),
+                *bytes_source_to_target,
+                *bytes_target_to_source,
+            )),
             _ => None,
         })
         .await;
     assert_eq!(closed.0, opened.0);
     assert!(
-        matches!(closed.1, CloseReason::Completed | CloseReason::StreamError { .. }),
+        matches!(
+            closed.1,
+            CloseReason::Completed | CloseReason::StreamError { .. }
+        ),
         "{:?}",
         closed.1
     );

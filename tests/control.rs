@@ -54,10 +54,18 @@ async fn close_session_ends_exactly_that_session() {
     // The other session is untouched and still carries data.
     let outcome = second.transfer(target.peer_id, 256 * 1024).await.unwrap();
     assert!(outcome.peer_got_what_we_sent);
-    let live: Vec<SessionId> = relay.with(|r| r.sessions()).await.iter().map(|s| s.id).collect();
+    let live: Vec<SessionId> = relay
+        .with(|r| r.sessions())
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(live, vec![second_id]);
     // Closing it again, or an unknown id, is a clear error.
-    assert!(relay.with(move |r| r.close_session(first_id)).await.is_err());
+    assert!(relay
+        .with(move |r| r.close_session(first_id))
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +89,10 @@ async fn disable_refuses_new_work_and_enable_restores_it() {
         .await;
 
     // A new circuit is refused ...
-    let error = source.dial_through(&relay, target.peer_id).await.unwrap_err();
+    let error = source
+        .dial_through(&relay, target.peer_id)
+        .await
+        .unwrap_err();
     assert!(error.contains("ResourceLimitExceeded"), "{error}");
     let denied = relay
         .expect("session denied", |e| match e {
@@ -89,7 +100,10 @@ async fn disable_refuses_new_work_and_enable_restores_it() {
             _ => None,
         })
         .await;
-    assert_eq!(denied, (DenyReason::Disabled, Status::ResourceLimitExceeded));
+    assert_eq!(
+        denied,
+        (DenyReason::Disabled, Status::ResourceLimitExceeded)
+    );
     // ... and so is a new reservation.
     let mut late = TestClient::start().await;
     let relay_addr = relay.addr.clone();
@@ -167,7 +181,11 @@ async fn a_limit_change_reaches_a_live_session() {
     let outcome = source.transfer(target.peer_id, 300_000).await.unwrap();
     assert!(outcome.peer_got_what_we_sent);
     // 300 kB at 100 kB/s: at least ~3 s (lower bound only).
-    assert!(started.elapsed() >= Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
     // Invalid limits are refused and change nothing.
     let invalid = SessionLimits {
         bandwidth: Some(0),

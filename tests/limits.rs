@@ -32,7 +32,10 @@ async fn the_101st_concurrent_session_is_refused_with_resource_limit_exceeded() 
             .await
             .unwrap_or_else(|e| panic!("circuit {n} refused: {e}"));
     }
-    let error = source.dial_through(&relay, target.peer_id).await.unwrap_err();
+    let error = source
+        .dial_through(&relay, target.peer_id)
+        .await
+        .unwrap_err();
     assert!(error.contains("ResourceLimitExceeded"), "{error}");
     let denied = relay
         .expect("session denied", |e| match e {
@@ -40,10 +43,16 @@ async fn the_101st_concurrent_session_is_refused_with_resource_limit_exceeded() 
             _ => None,
         })
         .await;
-    assert_eq!(denied, (DenyReason::SessionsFull, Status::ResourceLimitExceeded));
+    assert_eq!(
+        denied,
+        (DenyReason::SessionsFull, Status::ResourceLimitExceeded)
+    );
     let stats = relay.with(|r| r.stats()).await;
     assert_eq!(stats.active_sessions, 100);
-    assert_eq!(stats.sessions_denied.get(&DenyReason::SessionsFull), Some(&1));
+    assert_eq!(
+        stats.sessions_denied.get(&DenyReason::SessionsFull),
+        Some(&1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +79,10 @@ async fn a_256_kib_per_second_session_takes_at_least_four_seconds_for_1_25_mib()
     let elapsed = started.elapsed();
     assert!(outcome.peer_got_what_we_sent);
     // A lower bound only: the rate itself is measured by the benchmark.
-    assert!(elapsed >= Duration::from_millis(4500), "took only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(4500),
+        "took only {elapsed:?}"
+    );
     let sessions = relay.with(|r| r.sessions()).await;
     assert_eq!(sessions[0].limits.bandwidth, Some(256 * 1024));
 }
@@ -135,15 +147,29 @@ async fn the_data_cap_counts_each_direction_and_ends_the_session() {
     assert!(source.transfer(target.peer_id, CAP).await.is_err());
     let (reason, up, down) = relay
         .expect("session closed", |e| match e {
-            Event::SessionClosed { reason, bytes_source_to_target, bytes_target_to_source, .. } => {
-                Some((reason.clone(), *bytes_source_to_target, *bytes_target_to_source))
-            }
+            Event::SessionClosed {
+                reason,
+                bytes_source_to_target,
+                bytes_target_to_source,
+                ..
+            } => Some((
+                reason.clone(),
+                *bytes_source_to_target,
+                *bytes_target_to_source,
+            )),
             _ => None,
         })
         .await;
     assert_eq!(reason, CloseReason::DataCapReached);
-    assert!(up <= CAP && down <= CAP, "relayed {up} / {down} bytes with a cap of {CAP}");
-    assert!(up + down > CAP, "both directions together exceed the cap: {}", up + down);
+    assert!(
+        up <= CAP && down <= CAP,
+        "relayed {up} / {down} bytes with a cap of {CAP}"
+    );
+    assert!(
+        up + down > CAP,
+        "both directions together exceed the cap: {}",
+        up + down
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +193,10 @@ async fn a_trusted_peer_gets_its_own_limits_announced_and_applied() {
     );
     // A session to the trusted peer carries its limits, whoever the source is.
     let _served = trusted.serve_transfers();
-    ordinary.dial_through(&relay, trusted.peer_id).await.unwrap();
+    ordinary
+        .dial_through(&relay, trusted.peer_id)
+        .await
+        .unwrap();
     let outcome = ordinary.transfer(trusted.peer_id, 64 * 1024).await.unwrap();
     assert!(outcome.peer_got_what_we_sent);
     let sessions = relay.with(|r| r.sessions()).await;

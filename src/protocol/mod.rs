@@ -119,6 +119,9 @@ mod tests {
 
     #[test]
     fn status_prints_spec_name() {
-        assert_eq!(Status::ResourceLimitExceeded.to_string(), "RESOURCE_LIMIT_EXCEEDED");
+        assert_eq!(
+            Status::ResourceLimitExceeded.to_string(),
+            "RESOURCE_LIMIT_EXCEEDED"
+        );
     }
 }

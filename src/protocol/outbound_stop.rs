@@ -30,7 +30,11 @@ pub enum StopError {
 
 /// Sends `CONNECT` from `source` with `limit` and waits for the target's `STATUS`. On `OK`, returns
 /// the stream, now the target's end of the circuit, and any bytes the target already sent.
-pub async fn connect<S>(stream: S, source: PeerId, limit: WireLimit) -> Result<(S, Bytes), StopError>
+pub async fn connect<S>(
+    stream: S,
+    source: PeerId,
+    limit: WireLimit,
+) -> Result<(S, Bytes), StopError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -145,7 +149,10 @@ mod tests {
     #[test]
     fn refusal_is_reported_with_its_status() {
         let error = run(status(Status::ConnectionFailed)).unwrap_err();
-        assert!(matches!(error, StopError::Refused(Status::ConnectionFailed)));
+        assert!(matches!(
+            error,
+            StopError::Refused(Status::ConnectionFailed)
+        ));
     }
 
     #[test]

@@ -112,7 +112,10 @@ mod tests {
             expiration: 1,
         };
         let bytes = voucher.sign(&forger).unwrap();
-        assert!(matches!(Voucher::open(&bytes), Err(VoucherError::WrongSigner)));
+        assert!(matches!(
+            Voucher::open(&bytes),
+            Err(VoucherError::WrongSigner)
+        ));
     }
 
     #[test]

@@ -6,7 +6,11 @@ mod rate_limit;
 pub(crate) mod shared;
 mod table;
 
-use std::{collections::BTreeMap, fmt, time::{Duration, SystemTime}};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use libp2p::PeerId;
 
@@ -57,9 +61,9 @@ impl DenyReason {
     /// The status answered to a CONNECT refused for this reason.
     pub fn connect_status(self) -> Status {
         match self {
-            DenyReason::NotAllowed
-            | DenyReason::RelayedConnection
-            | DenyReason::InvalidTarget => Status::PermissionDenied,
+            DenyReason::NotAllowed | DenyReason::RelayedConnection | DenyReason::InvalidTarget => {
+                Status::PermissionDenied
+            }
             DenyReason::NoReservation => Status::NoReservation,
             DenyReason::TargetUnreachable | DenyReason::TargetRefused => Status::ConnectionFailed,
             DenyReason::Disabled

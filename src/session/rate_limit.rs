@@ -84,10 +84,7 @@ impl RequestLimiter {
 
     /// Charges one request to `peer` and `ip`; `false` if either is over its rate.
     pub(crate) fn try_request(&mut self, peer: PeerId, ip: Option<IpAddr>, now: Instant) -> bool {
-        let peer_ok = self
-            .per_peer
-            .as_mut()
-            .is_none_or(|b| b.try_take(peer, now));
+        let peer_ok = self.per_peer.as_mut().is_none_or(|b| b.try_take(peer, now));
         let ip_ok = match (ip, self.per_ip.as_mut()) {
             (Some(ip), Some(b)) => b.try_take(ip, now),
             _ => true,

@@ -79,9 +79,7 @@ impl SessionShared {
 
     /// Asks the copy loop to end the session.
     pub(crate) fn request_close(&self, why: CloseRequest) {
-        let _ = self
-            .close
-            .compare_exchange(0, why as u8, Relaxed, Relaxed);
+        let _ = self.close.compare_exchange(0, why as u8, Relaxed, Relaxed);
         self.waker.wake();
     }
 

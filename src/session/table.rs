@@ -115,7 +115,10 @@ impl SessionTable {
             Ok(renewed) => {
                 let expires = now + config.reservation_ttl;
                 let of_peer = self.reservations.entry(who.peer).or_default();
-                if of_peer.insert(who.connection, Reservation { expires }).is_none() {
+                if of_peer
+                    .insert(who.connection, Reservation { expires })
+                    .is_none()
+                {
                     self.reservation_count += 1;
                 }
                 if renewed {
@@ -173,8 +176,15 @@ impl SessionTable {
         target_connection: Option<ConnectionId>,
         now: Instant,
     ) -> Result<(SessionId, Arc<SessionShared>), DenyReason> {
-        let decision =
-            self.decide_session(config, enabled, who, local_peer, target, target_connection, now);
+        let decision = self.decide_session(
+            config,
+            enabled,
+            who,
+            local_peer,
+            target,
+            target_connection,
+            now,
+        );
         let target_connection = match decision {
             Ok(c) => c,
             Err(reason) => {
@@ -186,15 +196,20 @@ impl SessionTable {
         while self.sessions.contains_key(&id) {
             id = SessionId::random();
         }
-        let shared = Arc::new(SessionShared::new(config.limits_between(&who.peer, &target)));
-        self.sessions.insert(id, SessionEntry {
-            source: who.peer,
-            target,
-            source_connection: who.connection,
-            target_connection,
-            started: None,
-            shared: shared.clone(),
-        });
+        let shared = Arc::new(SessionShared::new(
+            config.limits_between(&who.peer, &target),
+        ));
+        self.sessions.insert(
+            id,
+            SessionEntry {
+                source: who.peer,
+                target,
+                source_connection: who.connection,
+                target_connection,
+                started: None,
+                shared: shared.clone(),
+            },
+        );
         *self.sessions_per_peer.entry(who.peer).or_default() += 1;
         *self.sessions_per_peer.entry(target).or_default() += 1;
         Ok((id, shared))
@@ -279,9 +294,7 @@ impl SessionTable {
     pub(crate) fn sessions_on(&self, connection: ConnectionId) -> Vec<SessionId> {
         self.sessions
             .iter()
-            .filter(|(_, s)| {
-                s.source_connection == connection || s.target_connection == connection
-            })
+            .filter(|(_, s)| s.source_connection == connection || s.target_connection == connection)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -335,7 +348,9 @@ impl SessionTable {
     }
 
     /// Reservations held now, with their expiry.
-    pub(crate) fn reservations(&self) -> impl Iterator<Item = (PeerId, ConnectionId, Instant)> + '_ {
+    pub(crate) fn reservations(
+        &self,
+    ) -> impl Iterator<Item = (PeerId, ConnectionId, Instant)> + '_ {
         self.reservations
             .iter()
             .flat_map(|(p, rs)| rs.iter().map(move |(c, r)| (*p, *c, r.expires)))
@@ -364,7 +379,9 @@ impl SessionTable {
                     bytes_target_to_source: down,
                     limits: s.shared.limits(),
                     throttled: Duration::from_nanos(
-                        s.shared.throttled_nanos.load(std::sync::atomic::Ordering::Relaxed),
+                        s.shared
+                            .throttled_nanos
+                            .load(std::sync::atomic::Ordering::Relaxed),
                     ),
                 })
             })
@@ -408,7 +425,8 @@ impl SessionTable {
     /// Applies new limits to every live session (each gets the limits between its two peers).
     pub(crate) fn apply_limits(&self, config: &Config) {
         for s in self.sessions.values() {
-            s.shared.set_limits(config.limits_between(&s.source, &s.target));
+            s.shared
+                .set_limits(config.limits_between(&s.source, &s.target));
         }
     }
 
@@ -456,8 +474,14 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let peer = PeerId::random();
         let t0 = Instant::now();
-        assert_eq!(table.admit_reservation(&cfg, true, &who(peer, 1), t0), Ok(false));
-        assert_eq!(table.admit_reservation(&cfg, true, &who(peer, 1), t0), Ok(true));
+        assert_eq!(
+            table.admit_reservation(&cfg, true, &who(peer, 1), t0),
+            Ok(false)
+        );
+        assert_eq!(
+            table.admit_reservation(&cfg, true, &who(peer, 1), t0),
+            Ok(true)
+        );
         let stats = table.stats(&cfg, true);
         assert_eq!(stats.reservations, 1);
         assert_eq!(stats.total_reservations_accepted, 1);
@@ -488,7 +512,9 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let peer = PeerId::random();
         let t0 = Instant::now();
-        table.admit_reservation(&cfg, true, &who(peer, 1), t0).unwrap();
+        table
+            .admit_reservation(&cfg, true, &who(peer, 1), t0)
+            .unwrap();
         assert_eq!(
             table.admit_reservation(&cfg, true, &who(peer, 2), t0),
             Err(DenyReason::PeerReservationsFull)
@@ -527,7 +553,15 @@ mod tests {
             table.admit_reservation(&cfg, false, &src, t0),
             Err(DenyReason::Disabled)
         );
-        let r = table.admit_session(&cfg, false, &src, PeerId::random(), PeerId::random(), Some(conn(2)), t0);
+        let r = table.admit_session(
+            &cfg,
+            false,
+            &src,
+            PeerId::random(),
+            PeerId::random(),
+            Some(conn(2)),
+            t0,
+        );
         assert_eq!(r.unwrap_err(), DenyReason::Disabled);
     }
 
@@ -537,8 +571,12 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let peer = PeerId::random();
         let t0 = Instant::now();
-        table.admit_reservation(&cfg, true, &who(peer, 1), t0).unwrap();
-        assert!(table.expire_reservations(t0 + Duration::from_secs(59)).is_empty());
+        table
+            .admit_reservation(&cfg, true, &who(peer, 1), t0)
+            .unwrap();
+        assert!(table
+            .expire_reservations(t0 + Duration::from_secs(59))
+            .is_empty());
         assert_eq!(table.reservation_connection(&peer), Some(conn(1)));
         assert_eq!(
             table.expire_reservations(t0 + Duration::from_secs(60)),
@@ -553,7 +591,15 @@ mod tests {
         let cfg = config();
         let mut table = SessionTable::new(&cfg);
         let t0 = Instant::now();
-        let r = table.admit_session(&cfg, true, &who(PeerId::random(), 1), PeerId::random(), PeerId::random(), None, t0);
+        let r = table.admit_session(
+            &cfg,
+            true,
+            &who(PeerId::random(), 1),
+            PeerId::random(),
+            PeerId::random(),
+            None,
+            t0,
+        );
         assert_eq!(r.unwrap_err(), DenyReason::NoReservation);
         assert_eq!(
             DenyReason::NoReservation.connect_status(),
@@ -570,7 +616,8 @@ mod tests {
         let relay = PeerId::random();
         let to_self = table.admit_session(&cfg, true, &who(me, 1), relay, me, Some(conn(1)), t0);
         assert_eq!(to_self.unwrap_err(), DenyReason::InvalidTarget);
-        let to_relay = table.admit_session(&cfg, true, &who(me, 1), relay, relay, Some(conn(1)), t0);
+        let to_relay =
+            table.admit_session(&cfg, true, &who(me, 1), relay, relay, Some(conn(1)), t0);
         assert_eq!(to_relay.unwrap_err(), DenyReason::InvalidTarget);
     }
 
@@ -583,11 +630,27 @@ mod tests {
         let mut ids = vec![];
         for n in 0..2 {
             let (id, _) = table
-                .admit_session(&cfg, true, &who(PeerId::random(), n), relay, PeerId::random(), Some(conn(10 + n)), t0)
+                .admit_session(
+                    &cfg,
+                    true,
+                    &who(PeerId::random(), n),
+                    relay,
+                    PeerId::random(),
+                    Some(conn(10 + n)),
+                    t0,
+                )
                 .unwrap();
             ids.push(id);
         }
-        let third = table.admit_session(&cfg, true, &who(PeerId::random(), 5), relay, PeerId::random(), Some(conn(20)), t0);
+        let third = table.admit_session(
+            &cfg,
+            true,
+            &who(PeerId::random(), 5),
+            relay,
+            PeerId::random(),
+            Some(conn(20)),
+            t0,
+        );
         assert_eq!(third.unwrap_err(), DenyReason::SessionsFull);
         assert_eq!(
             DenyReason::SessionsFull.connect_status(),
@@ -595,7 +658,15 @@ mod tests {
         );
         table.remove_session(&ids[0]).unwrap();
         assert!(table
-            .admit_session(&cfg, true, &who(PeerId::random(), 6), relay, PeerId::random(), Some(conn(21)), t0)
+            .admit_session(
+                &cfg,
+                true,
+                &who(PeerId::random(), 6),
+                relay,
+                PeerId::random(),
+                Some(conn(21)),
+                t0
+            )
             .is_ok());
     }
 
@@ -612,10 +683,26 @@ mod tests {
         let relay = PeerId::random();
         let popular = PeerId::random();
         table
-            .admit_session(&cfg, true, &who(PeerId::random(), 1), relay, popular, Some(conn(9)), t0)
+            .admit_session(
+                &cfg,
+                true,
+                &who(PeerId::random(), 1),
+                relay,
+                popular,
+                Some(conn(9)),
+                t0,
+            )
             .unwrap();
         // A different source, same target: the target is at its cap.
-        let second = table.admit_session(&cfg, true, &who(PeerId::random(), 2), relay, popular, Some(conn(9)), t0);
+        let second = table.admit_session(
+            &cfg,
+            true,
+            &who(PeerId::random(), 2),
+            relay,
+            popular,
+            Some(conn(9)),
+            t0,
+        );
         assert_eq!(second.unwrap_err(), DenyReason::PeerSessionsFull);
     }
 
@@ -625,11 +712,23 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let t0 = Instant::now();
         let (id, shared) = table
-            .admit_session(&cfg, true, &who(PeerId::random(), 1), PeerId::random(), PeerId::random(), Some(conn(2)), t0)
+            .admit_session(
+                &cfg,
+                true,
+                &who(PeerId::random(), 1),
+                PeerId::random(),
+                PeerId::random(),
+                Some(conn(2)),
+                t0,
+            )
             .unwrap();
         table.start_session(id, t0).unwrap();
-        shared.source_to_target.fetch_add(10, std::sync::atomic::Ordering::Relaxed);
-        shared.target_to_source.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .source_to_target
+            .fetch_add(10, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .target_to_source
+            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(table.stats(&cfg, true).total_bytes_relayed, 15);
         assert_eq!(table.infos(t0).len(), 1);
         table.remove_session(&id).unwrap();
@@ -651,7 +750,9 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let t0 = Instant::now();
         let peer = PeerId::random();
-        table.admit_reservation(&cfg, true, &who(peer, 1), t0).unwrap();
+        table
+            .admit_reservation(&cfg, true, &who(peer, 1), t0)
+            .unwrap();
         assert_eq!(
             table.admit_reservation(&cfg, true, &who(peer, 1), t0),
             Err(DenyReason::RateLimited)
@@ -664,7 +765,15 @@ mod tests {
         let mut table = SessionTable::new(&cfg);
         let t0 = Instant::now();
         let (id, _) = table
-            .admit_session(&cfg, true, &who(PeerId::random(), 1), PeerId::random(), PeerId::random(), Some(conn(2)), t0)
+            .admit_session(
+                &cfg,
+                true,
+                &who(PeerId::random(), 1),
+                PeerId::random(),
+                PeerId::random(),
+                Some(conn(2)),
+                t0,
+            )
             .unwrap();
         cfg.limits = SessionLimits::UNLIMITED;
         table.apply_limits(&cfg);

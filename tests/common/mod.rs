@@ -2,6 +2,7 @@
 //! 127.0.0.1 TCP with noise and yamux.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod transfer;
 
 use std::time::Duration;
@@ -13,7 +14,9 @@ use libp2p::{
     swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, Swarm,
 };
-use macula_relay::{Behaviour, Config, Event, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent};
+use macula_relay::{
+    Behaviour, Config, Event, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// How long a test waits for any one expected event.
@@ -165,7 +168,11 @@ impl TestClient {
     pub async fn start() -> Self {
         let mut swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .unwrap()
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .unwrap()
@@ -238,7 +245,11 @@ impl TestClient {
     }
 
     /// Waits for the first event for which `f` returns `Some`, skipping others.
-    pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&ClientEvent) -> Option<T>,
+    ) -> T {
         let wait = async {
             loop {
                 let event = self.events.recv().await.expect("client task alive");
@@ -254,17 +265,24 @@ impl TestClient {
 
     /// Connects to the relay and reserves a slot; returns the limit the relay announced.
     pub async fn reserve(&mut self, relay: &TestRelay) -> SeenLimit {
-        let relay_addr = relay.addr.clone();
-        let relay_peer = relay.peer_id;
+        self.reserve_on(relay.peer_id, relay.addr.clone()).await
+    }
+
+    /// [`reserve`](Self::reserve) on a relay known by id and address (`.../p2p/<relay>`).
+    pub async fn reserve_on(&mut self, relay_peer: PeerId, relay_addr: Multiaddr) -> SeenLimit {
+        let dial = relay_addr.clone();
         self.run(move |s| {
-            s.dial(relay_addr.clone()).unwrap();
+            s.dial(dial).unwrap();
         });
         self.expect("connected to relay", |e| match e {
-            ClientEvent::Connected { peer, relayed: false } if *peer == relay_peer => Some(()),
+            ClientEvent::Connected {
+                peer,
+                relayed: false,
+            } if *peer == relay_peer => Some(()),
             _ => None,
         })
         .await;
-        let listen = relay.addr.clone().with(Protocol::P2pCircuit);
+        let listen = relay_addr.with(Protocol::P2pCircuit);
         self.run(move |s| {
             s.listen_on(listen).unwrap();
         });
@@ -298,7 +316,11 @@ impl TestClient {
     /// Dials `target` through `relay` (a new circuit even if one exists); Ok once connected,
     /// Err with the dial error otherwise.
     pub async fn dial_through(&mut self, relay: &TestRelay, target: PeerId) -> Result<(), String> {
-        let addr = relay.circuit_addr(target);
+        self.dial_circuit(relay.circuit_addr(target), target).await
+    }
+
+    /// Dials `target` at a circuit address `<relay>/p2p-circuit/p2p/<target>`.
+    pub async fn dial_circuit(&mut self, addr: Multiaddr, target: PeerId) -> Result<(), String> {
         self.run(move |s| {
             let opts = DialOpts::peer_id(target)
                 .addresses(vec![addr])
@@ -307,10 +329,14 @@ impl TestClient {
             s.dial(opts).unwrap();
         });
         self.expect("relayed connection or dial error", |e| match e {
-            ClientEvent::Connected { peer, relayed: true } if *peer == target => Some(Ok(())),
-            ClientEvent::DialFailed { peer: Some(peer), error } if *peer == target => {
-                Some(Err(error.clone()))
-            }
+            ClientEvent::Connected {
+                peer,
+                relayed: true,
+            } if *peer == target => Some(Ok(())),
+            ClientEvent::DialFailed {
+                peer: Some(peer),
+                error,
+            } if *peer == target => Some(Err(error.clone())),
             _ => None,
         })
         .await

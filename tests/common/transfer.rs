@@ -33,7 +33,11 @@ pub struct Prng {
 
 impl Prng {
     pub fn new(seed: u32) -> Self {
-        Self { x: seed, word: [0; 4], used: 4 }
+        Self {
+            x: seed,
+            word: [0; 4],
+            used: 4,
+        }
     }
 
     pub fn fill(&mut self, out: &mut [u8]) {
@@ -159,5 +163,8 @@ fn prng_matches_the_js_test_vectors() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(hex, "2afb71fd76bf7fc8651f1815dac807dd917d744fe02afc467e12ffaf746ab5e3");
+    assert_eq!(
+        hex,
+        "2afb71fd76bf7fc8651f1815dac807dd917d744fe02afc467e12ffaf746ab5e3"
+    );
 }

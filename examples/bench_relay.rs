@@ -1,0 +1,190 @@
+//! Benchmark helper: one relay as its own OS process, for `benches/relay_bench.rs`.
+//!
+//! ```text
+//! bench_relay --impl ours  [--bandwidth BYTES_PER_S] [--listen /ip4/127.0.0.1/tcp/0]
+//! bench_relay --impl stock [--listen /ip4/127.0.0.1/tcp/0]
+//! ```
+//!
+//! * `ours`: the swarm of [`macula_relay::RelayNodeBuilder`] (the one `relay_node` runs: TCP and
+//!   QUIC transports, noise, [`macula_relay::node::yamux_config`], identify, ping, our relay),
+//!   with every admission limit lifted: no request-rate limits (all benchmark peers share
+//!   127.0.0.0/8), no per-peer caps, no session timeout or data cap. Only `--bandwidth` (bytes per
+//!   second and direction, 0 = unlimited) is set. `relay_node` has no flags for the request-rate
+//!   limits or the per-peer caps, hence this helper.
+//! * `stock`: libp2p 0.57's `libp2p::relay::Behaviour` with its limits lifted
+//!   (`max_circuit_bytes` 0, a one-day circuit duration, no rate limiters, 10^6 reservations and
+//!   circuits), status forced to `Enable`, in the same swarm shape: the same TCP config
+//!   (nodelay), noise, the **same yamux config** as our node (`set_max_num_streams(4093)`, which
+//!   keeps every stream window under 1 MiB so js peers never send oversized frames), QUIC and
+//!   DNS, identify and ping, 60 s idle-connection timeout.
+//!
+//! Both raise their own `RLIMIT_NOFILE` soft limit (and, as root, the hard limit) to 1,048,576
+//! or the most the kernel allows, as a real deployment would with `LimitNOFILE=` or
+//! `ulimit -n`. Prints one JSON line `{"event":"ready","impl":..,"pid":..,"nofile":..,
+//! "peer_id":..,"addrs":[".../p2p/<id>"]}` on stdout, then runs until killed. No logging unless
+//! `RUST_LOG` is set.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use libp2p::{
+    core::multiaddr::Protocol, identify, noise, ping, relay, swarm::NetworkBehaviour,
+    swarm::SwarmEvent, tcp, Multiaddr, PeerId, SwarmBuilder,
+};
+use macula_relay::{Config, RelayNodeBuilder};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Impl {
+    Ours,
+    Stock,
+}
+
+/// A relay process for the benchmark.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Which relay to run.
+    #[arg(long = "impl", value_enum)]
+    kind: Impl,
+    /// Listen address.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Multiaddr,
+    /// Per-session bandwidth, bytes per second and direction, 0 = unlimited (ours only).
+    #[arg(long, default_value_t = 0)]
+    bandwidth: u64,
+}
+
+/// Raises RLIMIT_NOFILE to `want` (capped by /proc/sys/fs/nr_open): soft and hard limit when
+/// allowed (root), else the soft limit up to the hard one. Returns the soft limit in force.
+fn raise_nofile(want: u64) -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(want);
+    let want = want.min(nr_open);
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed to them.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur >= want {
+            return lim.rlim_cur;
+        }
+        let both = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max.max(want) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
+            return want;
+        }
+        let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            return lim.rlim_max;
+        }
+        lim.rlim_cur
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct StockBehaviour {
+    relay: relay::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+fn stock_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 1_000_000,
+        max_reservations_per_peer: 1_000_000,
+        reservation_duration: Duration::from_secs(60 * 60),
+        reservation_rate_limiters: Vec::new(),
+        max_circuits: 1_000_000,
+        max_circuits_per_peer: 1_000_000,
+        max_circuit_duration: Duration::from_secs(24 * 60 * 60),
+        max_circuit_bytes: 0,
+        circuit_src_rate_limiters: Vec::new(),
+    }
+}
+
+fn ours_config(bandwidth: u64) -> Config {
+    Config::builder()
+        .max_sessions(1_000_000)
+        .max_sessions_per_peer(1_000_000)
+        .max_reservations(1_000_000)
+        .max_reservations_per_peer(1_000_000)
+        .reservation_ttl(Duration::from_secs(60 * 60))
+        .bandwidth((bandwidth > 0).then_some(bandwidth))
+        .session_timeout(None)
+        .max_session_bytes(None)
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .build()
+        .expect("valid config")
+}
+
+fn ready(kind: &str, nofile: u64, peer_id: PeerId, addr: &Multiaddr) {
+    let addr = addr.clone().with(Protocol::P2p(peer_id));
+    println!(
+        "{{\"event\":\"ready\",\"impl\":\"{kind}\",\"pid\":{},\"nofile\":{nofile},\"peer_id\":\"{peer_id}\",\"addrs\":[\"{addr}\"]}}",
+        std::process::id()
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let args = Args::parse();
+    let nofile = raise_nofile(1 << 20);
+    match args.kind {
+        Impl::Ours => {
+            let mut swarm = RelayNodeBuilder::new()
+                .config(ours_config(args.bandwidth))
+                .listen_on(args.listen)
+                .build()?;
+            let peer_id = *swarm.local_peer_id();
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    // As relay_node does without --external: announce the listen address.
+                    swarm.add_external_address(address.clone());
+                    ready("ours", nofile, peer_id, &address);
+                }
+            }
+        }
+        Impl::Stock => {
+            let mut swarm = SwarmBuilder::with_new_identity()
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    macula_relay::node::yamux_config,
+                )?
+                .with_quic()
+                .with_dns()?
+                .with_behaviour(|key| {
+                    let mut relay = relay::Behaviour::new(key.public().to_peer_id(), stock_config());
+                    relay.set_status(Some(relay::Status::Enable));
+                    StockBehaviour {
+                        relay,
+                        identify: identify::Behaviour::new(identify::Config::new(
+                            "/bench-stock-relay/1.0.0".into(),
+                            key.public(),
+                        )),
+                        ping: ping::Behaviour::default(),
+                    }
+                })?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+                .build();
+            swarm.listen_on(args.listen)?;
+            let peer_id = *swarm.local_peer_id();
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    swarm.add_external_address(address.clone());
+                    ready("stock", nofile, peer_id, &address);
+                }
+            }
+        }
+    }
+}
