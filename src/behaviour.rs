@@ -13,7 +13,7 @@ use libp2p::{
     core::{multiaddr::Protocol, transport::PortUse, Endpoint},
     identity::Keypair,
     swarm::{
-        behaviour::{ConnectionClosed, ConnectionEstablished},
+        behaviour::{ConnectionClosed, DialFailure, ListenFailure},
         ConnectionDenied, ConnectionId, ExternalAddresses, FromSwarm, ListenAddresses,
         NetworkBehaviour, NotifyHandler, Stream, THandler, THandlerInEvent, THandlerOutEvent,
         ToSwarm,
@@ -292,7 +292,12 @@ impl Behaviour {
     /// Time all sessions, live and ended, have spent waiting for their bandwidth throttles
     /// (the sum of [`SessionInfo::throttled`] over every session since start).
     pub fn total_throttled(&self) -> Duration {
-        self.throttled_ended + self.sessions().iter().map(|s| s.throttled).sum::<Duration>()
+        self.throttled_ended
+            + self
+                .sessions()
+                .iter()
+                .map(|s| s.throttled)
+                .sum::<Duration>()
     }
 
     /// The reservations held now.
@@ -768,7 +773,11 @@ impl NetworkBehaviour for Behaviour {
                 connection_id,
                 ..
             }) => self.on_connection_closed(peer_id, connection_id),
-            FromSwarm::ConnectionEstablished(ConnectionEstablished { .. }) => {}
+            // Another behaviour refused a connection we had already seen: forget it.
+            FromSwarm::DialFailure(DialFailure { connection_id, .. })
+            | FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => {
+                self.connections.remove(&connection_id);
+            }
             _ => {}
         }
     }
