@@ -184,57 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnectRequest<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::{executor::block_on, io::Cursor};
+    use crate::protocol::scripted_stream::ScriptedStream as Duplex;
+    use futures::executor::block_on;
     use prost::Message;
-
-    /// An in-memory duplex: reads from `input`, collects writes.
-    #[derive(Debug)]
-    struct Duplex {
-        input: Cursor<Vec<u8>>,
-        output: Vec<u8>,
-    }
-
-    impl Duplex {
-        fn new(input: Vec<u8>) -> Self {
-            Self {
-                input: Cursor::new(input),
-                output: Vec::new(),
-            }
-        }
-    }
-
-    impl AsyncRead for Duplex {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut [u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Duplex {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            self.output.extend_from_slice(buf);
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
 
     fn framed(message: &HopMessage) -> Vec<u8> {
         message.encode_length_delimited_to_vec()

@@ -9,6 +9,9 @@ pub mod outbound_stop;
 pub mod proto;
 pub mod voucher;
 
+#[cfg(test)]
+mod scripted_stream;
+
 use std::{fmt, time::Duration};
 
 use libp2p::StreamProtocol;

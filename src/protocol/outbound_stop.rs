@@ -87,47 +87,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::{executor::block_on, io::Cursor, AsyncReadExt};
+    use crate::protocol::scripted_stream::ScriptedStream;
+    use futures::executor::block_on;
     use prost::Message;
 
     fn run(answer: Vec<u8>) -> Result<Bytes, StopError> {
-        // Reads come from `answer`; writes are discarded.
-        let stream = AsyncReadExt::chain(Cursor::new(answer), futures::io::empty());
-        let duplex = Duplex(stream);
-        block_on(connect(duplex, PeerId::random(), WireLimit::default())).map(|(_, b)| b)
-    }
-
-    #[derive(Debug)]
-    struct Duplex<R>(R);
-    impl<R: AsyncRead + Unpin> AsyncRead for Duplex<R> {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut [u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-        }
-    }
-    impl<R: Unpin> AsyncWrite for Duplex<R> {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
+        block_on(connect(
+            ScriptedStream::new(answer),
+            PeerId::random(),
+            WireLimit::default(),
+        ))
+        .map(|(_, b)| b)
     }
 
     fn status(status: Status) -> Vec<u8> {
