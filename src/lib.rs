@@ -54,6 +54,8 @@ mod copy;
 mod handler;
 pub mod node;
 pub mod protocol;
+#[cfg(feature = "registry")]
+pub mod registry;
 mod session;
 pub mod throttle;
 

@@ -1,0 +1,374 @@
+//! The registry's [`NetworkBehaviour`]: it owns the swarm's Kademlia (shared with the
+//! application through [`Behaviour::kad_mut`]) and the record fetch protocol, and dispatches
+//! their events to the relay side ([`advertise`](super::advertise)), the reading side
+//! ([`discover`](super::discover)), the storing side ([`storing`](super::storing)) and the client
+//! side ([`client`](super::client)).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use futures_timer::Delay;
+use libp2p::{
+    core::{
+        transport::{ListenerId, PortUse},
+        Endpoint,
+    },
+    identity::Keypair,
+    kad::{self, store::MemoryStore, QueryId, RecordKey},
+    request_response::{self, OutboundRequestId, ProtocolSupport},
+    swarm::{
+        ConnectionDenied, ConnectionId, ExternalAddresses, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
+    },
+    Multiaddr, PeerId, StreamProtocol,
+};
+
+use super::{
+    client::SessionRequest,
+    config::RegistryConfig,
+    discover::Discovery,
+    event::{DiscoveryId, Event, RequestId},
+    fetch::{FetchCodec, FETCH_PROTOCOL},
+    inner::{Inner, InnerEvent},
+    plan::ReservationPlan,
+    rank::RelayCandidate,
+    record::RelayRecord,
+    schedule::{RelayState, Schedule},
+    verify::Freshness,
+};
+
+/// How often time-driven decisions (refresh, rate-limited republication, re-providing,
+/// reservation retries) are reconsidered.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What one of the registry's own kad queries is for.
+#[derive(Debug, Clone)]
+pub(super) enum Query {
+    /// A shard's `GET_PROVIDERS` in a discovery.
+    Shard(DiscoveryId),
+    /// A relay record's `GET_VALUE` in a discovery (records mode).
+    Record(DiscoveryId, PeerId),
+    /// The target's locator `GET_PROVIDERS` in a session request.
+    Locate(RequestId),
+    /// Our own provider announcement or record publication.
+    Publish,
+}
+
+/// The relay registry. Compose it into the swarm next to the relay (relay side) and/or a
+/// `relay::client` (client side); see the [module documentation](super).
+pub struct Behaviour {
+    pub(super) inner: Inner,
+    pub(super) config: RegistryConfig,
+    pub(super) local: PeerId,
+    pub(super) keypair: Keypair,
+    pub(super) external: ExternalAddresses,
+    // Relay side.
+    pub(super) relay: Option<RelayState>,
+    pub(super) schedule: Schedule,
+    pub(super) current: Option<(RelayRecord, Vec<u8>)>,
+    pub(super) provided_shard: Option<RecordKey>,
+    pub(super) reprovide_at: Option<Instant>,
+    // Reading side.
+    pub(super) freshness: Freshness,
+    pub(super) discoveries: HashMap<DiscoveryId, Discovery>,
+    pub(super) queries: HashMap<QueryId, Query>,
+    pub(super) fetches: HashMap<OutboundRequestId, (DiscoveryId, PeerId, Instant)>,
+    pub(super) known: HashMap<PeerId, RelayCandidate>,
+    // Client side.
+    pub(super) plan: ReservationPlan,
+    pub(super) listeners: HashMap<ListenerId, PeerId>,
+    pub(super) lost: VecDeque<PeerId>,
+    pub(super) reservation_discovery: Option<DiscoveryId>,
+    pub(super) rediscover_at: Option<Instant>,
+    pub(super) requests: HashMap<RequestId, SessionRequest>,
+    pub(super) dials: HashMap<ConnectionId, (RequestId, PeerId)>,
+    pub(super) sessions: HashMap<ConnectionId, PeerId>,
+    next_id: u64,
+    pub(super) queue: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
+    timer: Delay,
+    waker: Option<Waker>,
+}
+
+impl Behaviour {
+    /// A registry for the node with `keypair` (the swarm's identity), running a Kademlia built
+    /// from `kad_config` and `store`. The registry turns on kad's record filtering (to validate
+    /// relay records before storing them); records outside its namespace are stored or handed
+    /// to the application as [`RegistryConfig`]'s `other_records` says.
+    pub fn new(
+        keypair: &Keypair,
+        mut kad_config: kad::Config,
+        store: MemoryStore,
+        config: RegistryConfig,
+    ) -> Self {
+        let local = keypair.public().to_peer_id();
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+        let kad = kad::Behaviour::with_config(local, store, kad_config);
+        let fetch = request_response::Behaviour::with_codec(
+            FetchCodec,
+            [(FETCH_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.fetch_timeout),
+        );
+        Self {
+            inner: Inner { kad, fetch },
+            schedule: Schedule::new(
+                config.record_ttl,
+                config.min_republish_interval,
+                config.load_change_percent,
+            ),
+            plan: ReservationPlan::new(0),
+            config,
+            local,
+            keypair: keypair.clone(),
+            external: ExternalAddresses::default(),
+            relay: None,
+            current: None,
+            provided_shard: None,
+            reprovide_at: None,
+            freshness: Freshness::default(),
+            discoveries: HashMap::new(),
+            queries: HashMap::new(),
+            fetches: HashMap::new(),
+            known: HashMap::new(),
+            listeners: HashMap::new(),
+            lost: VecDeque::new(),
+            reservation_discovery: None,
+            rediscover_at: None,
+            requests: HashMap::new(),
+            dials: HashMap::new(),
+            sessions: HashMap::new(),
+            next_id: 0,
+            queue: VecDeque::new(),
+            timer: Delay::new(TICK),
+            waker: None,
+        }
+    }
+
+    /// A registry with a [`MemoryStore`] and kad's default configuration under the DHT
+    /// protocol name `protocol` (a private network's own, e.g. `/macula/kad/1.0.0`, or
+    /// `/ipfs/kad/1.0.0` for the public DHT).
+    pub fn with_protocol(
+        keypair: &Keypair,
+        protocol: StreamProtocol,
+        config: RegistryConfig,
+    ) -> Self {
+        let local = keypair.public().to_peer_id();
+        Self::new(
+            keypair,
+            kad::Config::new(protocol),
+            MemoryStore::new(local),
+            config,
+        )
+    }
+
+    /// The shared Kademlia: add bootstrap addresses, set the mode, run the application's own
+    /// queries (their results come as [`Event::Kad`]).
+    pub fn kad(&self) -> &kad::Behaviour<MemoryStore> {
+        &self.inner.kad
+    }
+
+    /// The shared Kademlia, mutably.
+    pub fn kad_mut(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+        self.wake();
+        &mut self.inner.kad
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The relay's latest signed record (or withdrawal), as served to fetches.
+    pub fn current_record(&self) -> Option<&RelayRecord> {
+        self.current.as_ref().map(|(r, _)| r)
+    }
+
+    /// The latest signed record's envelope bytes.
+    pub fn current_envelope(&self) -> Option<&[u8]> {
+        self.current.as_ref().map(|(_, b)| b.as_slice())
+    }
+
+    /// Whether the relay is registered now.
+    pub fn is_registered(&self) -> bool {
+        self.schedule.is_registered()
+    }
+
+    /// The relays known from the last discoveries, best first.
+    pub fn known_relays(&self) -> Vec<RelayCandidate> {
+        super::rank::rank(self.known.values().cloned())
+    }
+
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(super) fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    pub(super) fn emit(&mut self, event: Event) {
+        self.queue.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.drive_relay(now);
+        self.drive_reservations(now);
+        self.freshness
+            .prune(super::record::unix_ms(std::time::SystemTime::now()));
+    }
+
+    fn on_inner(&mut self, event: InnerEvent) {
+        match event {
+            InnerEvent::Kad(event) => self.on_kad(event),
+            InnerEvent::Fetch(event) => self.on_fetch(event),
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                stats,
+            } if self.queries.contains_key(&id) => {
+                let query = self.queries.get(&id).cloned().expect("checked");
+                if step.last {
+                    self.queries.remove(&id);
+                }
+                match query {
+                    Query::Shard(discovery) => {
+                        self.on_shard_result(discovery, result, step.last, &stats)
+                    }
+                    Query::Record(discovery, relay) => {
+                        self.on_record_result(discovery, relay, result, step.last, &stats)
+                    }
+                    Query::Locate(request) => self.on_locate_result(id, request, result, step.last),
+                    Query::Publish => {
+                        tracing::debug!(?result, "registry publication progressed")
+                    }
+                }
+            }
+            kad::Event::InboundRequest { request } => self.on_inbound_request(request),
+            other => self.emit(Event::Kad(Box::new(other))),
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = <Inner as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let mut addrs = self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )?;
+        if let Some(known) = maybe_peer.and_then(|p| self.known.get(&p)) {
+            addrs.extend(known.addrs().iter().cloned());
+        }
+        Ok(addrs)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if self.external.on_swarm_event(&event) {
+            self.wake();
+        }
+        self.on_client_swarm_event(&event);
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        let now = Instant::now();
+        self.drive_relay(now);
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Poll::Ready(event);
+            }
+            if self.timer.poll_unpin(cx).is_ready() {
+                self.timer.reset(TICK);
+                self.on_tick(Instant::now());
+                continue;
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_inner(event),
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|_| unreachable!("events handled above")))
+                }
+                Poll::Pending => {
+                    if !self.queue.is_empty() {
+                        continue;
+                    }
+                    self.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The client side: reserving on the best relays (and announcing the peer's relayed addresses
+//! under its locator key), and `request_relay`, which finds a target's relays and connects to it
+//! through the best of them with rust-libp2p's relay client.
+//!
+//! The swarm must contain a `libp2p::relay::client` (transport and behaviour): the registry
+//! asks the swarm to listen on and dial `/p2p-circuit` addresses, which that transport handles.
+
+use std::{collections::VecDeque, time::Instant};
+
+use libp2p::{
+    core::{multiaddr::Protocol, transport::ListenerId, Endpoint},
+    kad::{GetProvidersOk, QueryId, QueryResult},
+    swarm::{
+        behaviour::{
+            ConnectionClosed, ConnectionEstablished, DialFailure, ListenerClosed, NewListenAddr,
+        },
+        dial_opts::{DialOpts, PeerCondition},
+        CloseConnection, ConnectionId, DialError, FromSwarm, ListenOpts, NetworkBehaviour, ToSwarm,
+    },
+    Multiaddr, PeerId, TransportError,
+};
+
+use super::{
+    behaviour::{Behaviour, Query},
+    event::{Event, RelayFailure, RelaySessionId, RequestId, SessionError},
+    failure::{describe, status_in},
+    plan::RETRY_BACKOFF,
+    shard::locator_key,
+};
+
+/// A `request_relay` in progress.
+#[derive(Debug)]
+pub(super) struct SessionRequest {
+    target: PeerId,
+    /// Relays to try, best first, with the circuit address through each.
+    candidates: VecDeque<(PeerId, Multiaddr)>,
+    failures: Vec<RelayFailure>,
+}
+
+/// `close_relay_session` was given an id that is not an open relayed connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no open relay session {0}")]
+pub struct UnknownRelaySession(pub RelaySessionId);
+
+/// The relay a `/p2p-circuit` address goes through, and the address up to `/p2p-circuit`.
+fn relay_of(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut base = Multiaddr::empty();
+    let mut relay = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::P2pCircuit => return relay.map(|r| (r, base.with(Protocol::P2pCircuit))),
+            Protocol::P2p(peer) => {
+                relay = Some(peer);
+                base.push(protocol);
+            }
+            other => base.push(other),
+        }
+    }
+    None
+}
+
+impl Behaviour {
+    /// Keeps reservations on the `n` best relays (discovering relays first if none are known),
+    /// so that this peer is reachable through them; replaces a relay whose reservation fails or
+    /// ends. Each accepted reservation is announced under the peer's locator key, where
+    /// [`request_relay`](Self::request_relay) finds it. `n = 0` stops adding reservations.
+    pub fn reserve_on_best(&mut self, n: usize) {
+        self.plan.set_want(n);
+        self.apply_plan(Instant::now());
+        self.wake();
+    }
+
+    /// The relays this peer holds (or requested) reservations on.
+    pub fn reservations(&self) -> Vec<PeerId> {
+        self.plan.held().map(|(p, _)| *p).collect()
+    }
+
+    pub(super) fn drive_reservations(&mut self, now: Instant) {
+        if self.plan.needs_more() && self.rediscover_at.is_some_and(|at| now >= at) {
+            self.apply_plan(now);
+        }
+    }
+
+    pub(super) fn apply_plan(&mut self, now: Instant) {
+        if !self.plan.needs_more() {
+            return;
+        }
+        let ranked = self.known_relays();
+        for relay in self.plan.choose(&ranked, now) {
+            let Some(addr) = self
+                .known
+                .get(&relay)
+                .and_then(|c| c.addrs().first().cloned())
+            else {
+                continue;
+            };
+            let opts = ListenOpts::new(addr.with(Protocol::P2pCircuit));
+            self.listeners.insert(opts.listener_id(), relay);
+            self.plan.on_requested(relay);
+            tracing::debug!(%relay, "reserving on relay");
+            self.queue.push_back(ToSwarm::ListenOn { opts });
+        }
+        if self.plan.needs_more() && self.reservation_discovery.is_none() {
+            if self.rediscover_at.is_some_and(|at| now < at) {
+                return;
+            }
+            self.rediscover_at = Some(now + RETRY_BACKOFF);
+            self.reservation_discovery = Some(self.discover_relays());
+        }
+    }
+
+    /// Connects to `target` through one of the relays it holds a reservation on (found under
+    /// its locator key), trying them best first (most spare capacity among known relays). The
+    /// result is [`Event::RelaySessionOpened`] or [`Event::RelaySessionFailed`], whose error
+    /// names each relay tried and the status it answered.
+    pub fn request_relay(&mut self, target: PeerId) -> RequestId {
+        let id = RequestId(self.next_id());
+        self.requests.insert(
+            id,
+            SessionRequest {
+                target,
+                candidates: VecDeque::new(),
+                failures: Vec::new(),
+            },
+        );
+        let query = self
+            .inner
+            .kad
+            .get_providers(locator_key(&self.config.namespace, &target));
+        self.queries.insert(query, Query::Locate(id));
+        self.wake();
+        id
+    }
+
+    /// Connects to `target` through the given relay (known from a discovery, or with its
+    /// address given).
+    pub fn request_relay_via(
+        &mut self,
+        target: PeerId,
+        relay: PeerId,
+        relay_addr: Option<Multiaddr>,
+    ) -> RequestId {
+        let id = RequestId(self.next_id());
+        let addr = relay_addr
+            .or_else(|| {
+                self.known
+                    .get(&relay)
+                    .and_then(|c| c.addrs().first().cloned())
+            })
+            .map(|a| match a.iter().last() {
+                Some(Protocol::P2p(_)) => a,
+                _ => a.with(Protocol::P2p(relay)),
+            });
+        let mut request = SessionRequest {
+            target,
+            candidates: VecDeque::new(),
+            failures: Vec::new(),
+        };
+        match addr {
+            Some(a) => request
+                .candidates
+                .push_back((relay, a.with(Protocol::P2pCircuit))),
+            None => request.failures.push(RelayFailure {
+                relay,
+                status: None,
+                error: "no address known for the relay".into(),
+            }),
+        }
+        self.requests.insert(id, request);
+        self.dial_next(id);
+        self.wake();
+        id
+    }
+
+    /// Closes a relayed connection opened by `request_relay`; the relay ends the session
+    /// and [`Event::RelaySessionClosed`] follows.
+    pub fn close_relay_session(
+        &mut self,
+        session: RelaySessionId,
+    ) -> Result<(), UnknownRelaySession> {
+        let target = *self
+            .sessions
+            .get(&session.0)
+            .ok_or(UnknownRelaySession(session))?;
+        self.queue.push_back(ToSwarm::CloseConnection {
+            peer_id: target,
+            connection: CloseConnection::One(session.0),
+        });
+        self.wake();
+        Ok(())
+    }
+
+    pub(super) fn on_locate_result(
+        &mut self,
+        query: QueryId,
+        id: RequestId,
+        result: QueryResult,
+        last: bool,
+    ) {
+        let Some(request) = self.requests.get(&id) else {
+            return;
+        };
+        let target = request.target;
+        if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) =
+            result
+        {
+            if providers.contains(&target) {
+                // The target's addresses live only in the running lookup: take them now.
+                let addrs = self
+                    .inner
+                    .kad
+                    .handle_pending_outbound_connection(
+                        ConnectionId::new_unchecked(usize::MAX),
+                        Some(target),
+                        &[],
+                        Endpoint::Dialer,
+                    )
+                    .unwrap_or_default();
+                let mut found: Vec<(PeerId, Multiaddr)> = Vec::new();
+                for addr in &addrs {
+                    if let Some((relay, circuit)) = relay_of(addr) {
+                        if !found.iter().any(|(r, _)| *r == relay) {
+                            found.push((relay, circuit));
+                        }
+                    }
+                }
+                // Known relays by rank first, unknown ones after in the order found.
+                let ranked: Vec<PeerId> = self.known_relays().iter().map(|c| c.peer()).collect();
+                found
+                    .sort_by_key(|(r, _)| ranked.iter().position(|p| p == r).unwrap_or(usize::MAX));
+                if !found.is_empty() {
+                    let request = self.requests.get_mut(&id).expect("checked");
+                    request.candidates.extend(found);
+                    if let Some(mut q) = self.inner.kad.query_mut(&query) {
+                        q.finish();
+                    }
+                    self.queries.remove(&query);
+                    self.dial_next(id);
+                    return;
+                }
+            }
+        }
+        if last
+            && self
+                .requests
+                .get(&id)
+                .is_some_and(|r| r.candidates.is_empty())
+        {
+            self.requests.remove(&id);
+            self.emit(Event::RelaySessionFailed {
+                request: id,
+                target,
+                error: SessionError::TargetNotFound(target),
+            });
+        }
+    }
+
+    fn dial_next(&mut self, id: RequestId) {
+        let Some(request) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let target = request.target;
+        let Some((relay, circuit)) = request.candidates.pop_front() else {
+            let request = self.requests.remove(&id).expect("present");
+            let error = if request.failures.is_empty() {
+                SessionError::TargetNotFound(target)
+            } else {
+                SessionError::RelaysFailed(request.failures)
+            };
+            self.emit(Event::RelaySessionFailed {
+                request: id,
+                target,
+                error,
+            });
+            return;
+        };
+        let opts = DialOpts::peer_id(target)
+            .addresses(vec![circuit.with(Protocol::P2p(target))])
+            .condition(PeerCondition::Always)
+            .build();
+        self.dials.insert(opts.connection_id(), (id, relay));
+        tracing::debug!(%target, %relay, "dialing through relay");
+        self.queue.push_back(ToSwarm::Dial { opts });
+    }
+
+    pub(super) fn on_client_swarm_event(&mut self, event: &FromSwarm) {
+        match event {
+            FromSwarm::NewListenAddr(NewListenAddr { listener_id, addr }) => {
+                self.on_reservation_accepted(*listener_id, addr)
+            }
+            FromSwarm::ListenerClosed(ListenerClosed {
+                listener_id,
+                reason,
+            }) => {
+                let error = match reason {
+                    Ok(()) => None,
+                    Err(e) => Some(*e),
+                };
+                self.on_reservation_closed(*listener_id, error);
+            }
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                if let Some((request, relay)) = self.dials.remove(connection_id) {
+                    self.requests.remove(&request);
+                    self.sessions.insert(*connection_id, *peer_id);
+                    self.emit(Event::RelaySessionOpened {
+                        request,
+                        session: RelaySessionId(*connection_id),
+                        relay,
+                        target: *peer_id,
+                    });
+                    self.wake();
+                }
+            }
+            FromSwarm::DialFailure(DialFailure {
+                connection_id,
+                error,
+                ..
+            }) => {
+                if let Some((request, relay)) = self.dials.remove(connection_id) {
+                    let failure = dial_failure(relay, error);
+                    tracing::info!(%failure, "relayed dial failed");
+                    if let Some(r) = self.requests.get_mut(&request) {
+                        r.failures.push(failure);
+                    }
+                    self.dial_next(request);
+                    self.wake();
+                }
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                if self.sessions.remove(connection_id).is_some() {
+                    self.emit(Event::RelaySessionClosed {
+                        session: RelaySessionId(*connection_id),
+                        target: *peer_id,
+                    });
+                    self.wake();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reservation_accepted(&mut self, listener: ListenerId, addr: &Multiaddr) {
+        let Some(relay) = self.listeners.get(&listener).copied() else {
+            return;
+        };
+        if !self.plan.on_accepted(relay) {
+            return;
+        }
+        tracing::info!(%relay, %addr, "reservation accepted");
+        self.emit(Event::ReservationAccepted {
+            relay,
+            addr: addr.clone(),
+        });
+        if let Some(from) = self.lost.pop_front() {
+            self.emit(Event::ReservationMoved { from, to: relay });
+        }
+        self.provide_locator();
+        self.wake();
+    }
+
+    fn on_reservation_closed(&mut self, listener: ListenerId, error: Option<&std::io::Error>) {
+        let Some(relay) = self.listeners.remove(&listener) else {
+            return;
+        };
+        let now = Instant::now();
+        self.plan.on_lost(relay, now);
+        let failure = RelayFailure {
+            relay,
+            status: error.and_then(|e| status_in(e)),
+            error: error
+                .map(|e| describe(e))
+                .unwrap_or_else(|| "reservation ended".into()),
+        };
+        tracing::info!(%failure, "reservation lost");
+        self.emit(Event::ReservationLost { failure });
+        self.lost.push_back(relay);
+        self.known.remove(&relay);
+        self.rediscover_at = Some(now);
+        self.apply_plan(now);
+        self.wake();
+    }
+
+    /// Announces (again) this peer's relayed addresses under its locator key. kad sends the
+    /// swarm's confirmed external addresses with the provider record, and the relay client
+    /// confirms each accepted reservation's `/p2p-circuit` address.
+    fn provide_locator(&mut self) {
+        let key = locator_key(&self.config.namespace, &self.local);
+        match self.inner.kad.start_providing(key) {
+            Ok(query) => {
+                self.queries.insert(query, Query::Publish);
+            }
+            Err(e) => tracing::warn!("cannot announce the locator key: {e}"),
+        }
+    }
+}
+
+fn dial_failure(relay: PeerId, error: &DialError) -> RelayFailure {
+    let mut status = None;
+    if let DialError::Transport(errors) = error {
+        for (_, e) in errors {
+            if let TransportError::Other(io) = e {
+                status = status.or_else(|| status_in(io));
+            }
+        }
+    }
+    RelayFailure {
+        relay,
+        status,
+        error: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_of_a_circuit_address_is_the_peer_before_p2p_circuit() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit/p2p/{target}")
+            .parse()
+            .unwrap();
+        let (found, base) = relay_of(&addr).unwrap();
+        assert_eq!(found, relay);
+        assert_eq!(
+            base,
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit")
+                .parse::<Multiaddr>()
+                .unwrap()
+        );
+        assert!(relay_of(&"/ip4/127.0.0.1/tcp/1".parse().unwrap()).is_none());
+    }
+}

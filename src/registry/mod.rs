@@ -1,0 +1,88 @@
+//! The relay registry on Kademlia: relays announce themselves in the DHT when enabled and
+//! capable, clients discover them ranked by spare capacity, reserve on the best ones and reach
+//! peers through them. Design, defaults and composition: `docs/registry.md`.
+//!
+//! - **Relay side**: [`Behaviour::observe_relay`] reads the relay's status, load and addresses;
+//!   when it is enabled and has a confirmed external address, the registry provides one shard
+//!   key (of [`RegistryConfig::shards`], picked by [`shard::shard_of`]) and serves a signed
+//!   [`RelayRecord`] over `/macula/relay-record/1.0.0` (and, in
+//!   [`PublishMode::ProvidersAndRecords`], puts it in the DHT). It republishes before expiry and
+//!   on material load changes (rate-limited), and withdraws on disable or loss of capability.
+//! - **Reading side**: [`Behaviour::discover_relays`] yields verified, enabled relays, best first.
+//! - **Storing side**: kad's record filtering refuses forged, replayed and expired relay records.
+//! - **Client side**: [`Behaviour::reserve_on_best`] and [`Behaviour::request_relay`].
+//!
+//! ## Composition: one DHT per swarm
+//!
+//! The registry owns the swarm's `kad::Behaviour` (built from the application's `kad::Config`)
+//! and shares it: [`Behaviour::kad_mut`] for the application's own queries, whose results come
+//! as [`Event::Kad`].
+//!
+//! ```no_run
+//! use libp2p::{identify, kad, noise, swarm::NetworkBehaviour, tcp, yamux, StreamProtocol};
+//! use macula_relay::{registry, Config};
+//!
+//! #[derive(NetworkBehaviour)]
+//! struct Node {
+//!     relay: macula_relay::Behaviour,
+//!     registry: registry::Behaviour,
+//!     identify: identify::Behaviour,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+//!     .with_tokio()
+//!     .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+//!     .with_behaviour(|key| Node {
+//!         relay: macula_relay::Behaviour::new(key.clone(), Config::default()),
+//!         registry: registry::Behaviour::with_protocol(
+//!             key,
+//!             StreamProtocol::new("/my-net/kad/1.0.0"),
+//!             registry::RegistryConfig::default(),
+//!         ),
+//!         identify: identify::Behaviour::new(identify::Config::new("/my-net/1".into(), key.public())),
+//!     })?
+//!     .build();
+//! swarm.behaviour_mut().registry.kad_mut().set_mode(Some(kad::Mode::Server));
+//! // After every swarm event:
+//! let node = swarm.behaviour_mut();
+//! node.registry.observe_relay(&node.relay);
+//! # Ok(()) }
+//! ```
+
+mod advertise;
+mod behaviour;
+mod client;
+mod config;
+mod discover;
+mod event;
+mod failure;
+pub mod fetch;
+mod inner;
+mod plan;
+pub mod proto;
+mod rank;
+mod record;
+mod schedule;
+pub mod shard;
+mod storing;
+pub mod verify;
+
+pub use behaviour::Behaviour;
+pub use client::UnknownRelaySession;
+pub use config::{
+    OtherRecords, PublishMode, RegistryConfig, RegistryConfigBuilder, RegistryConfigError,
+    DEFAULT_DISCOVERY_TARGET, DEFAULT_FETCH_TIMEOUT, DEFAULT_LOAD_CHANGE_PERCENT,
+    DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RECORD_READS, DEFAULT_MIN_REPUBLISH_INTERVAL,
+    DEFAULT_NAMESPACE, DEFAULT_RECORD_TTL, DEFAULT_REPROVIDE_INTERVAL, DEFAULT_RESERVATIONS,
+    DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND, MAX_RECORD_ADDRS, MAX_RECORD_BYTES, MAX_RECORD_TTL,
+};
+pub use event::{
+    DiscoveryId, DiscoveryStats, Event, RejectedAt, RelayFailure, RelaySessionId, RequestId,
+    SessionError,
+};
+pub use plan::{Held, ReservationPlan, RETRY_BACKOFF};
+pub use rank::{rank, RelayCandidate};
+pub use record::{open, unix_ms, OpenError, RelayRecord, RECORD_DOMAIN, RECORD_PAYLOAD_TYPE};
+pub use schedule::{Action, RelayState, RepublishReason, Schedule, WithdrawReason};
+pub use verify::{Expectation, Freshness, RecordError};

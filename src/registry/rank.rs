@@ -1,0 +1,93 @@
+//! Ranking relay candidates, free of I/O: enabled relays only, most spare sessions first, then
+//! lowest measured round trip, then peer id (a stable order).
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+use super::record::RelayRecord;
+
+/// A verified relay record and what the reader measured about the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayCandidate {
+    /// The relay's verified record.
+    pub record: RelayRecord,
+    /// Round trip of the record fetch, if the record was fetched from the relay itself.
+    pub rtt: Option<Duration>,
+}
+
+impl RelayCandidate {
+    /// The relay.
+    pub fn peer(&self) -> PeerId {
+        self.record.peer
+    }
+    /// Its addresses.
+    pub fn addrs(&self) -> &[Multiaddr] {
+        &self.record.addrs
+    }
+    /// Session slots free.
+    pub fn spare_sessions(&self) -> u32 {
+        self.record.spare_sessions()
+    }
+}
+
+/// Drops withdrawn relays and orders the rest: most spare sessions, then lowest round trip
+/// (unknown last), then peer id.
+pub fn rank(candidates: impl IntoIterator<Item = RelayCandidate>) -> Vec<RelayCandidate> {
+    let mut ranked: Vec<RelayCandidate> = candidates
+        .into_iter()
+        .filter(|c| c.record.enabled)
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.spare_sessions()
+            .cmp(&a.spare_sessions())
+            .then_with(|| match (a.rtt, b.rtt) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| a.peer().to_bytes().cmp(&b.peer().to_bytes()))
+    });
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::record::tests::sample;
+
+    fn candidate(active: u32, rtt_ms: Option<u64>) -> RelayCandidate {
+        let mut record = sample(PeerId::random(), 0);
+        record.active_sessions = active;
+        RelayCandidate {
+            record,
+            rtt: rtt_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn most_spare_capacity_comes_first() {
+        let busy = candidate(90, Some(1));
+        let idle = candidate(0, Some(50));
+        let half = candidate(50, None);
+        let ranked = rank([busy.clone(), idle.clone(), half.clone()]);
+        assert_eq!(ranked, vec![idle, half, busy]);
+    }
+
+    #[test]
+    fn equal_capacity_is_ordered_by_round_trip_unknown_last() {
+        let slow = candidate(0, Some(80));
+        let fast = candidate(0, Some(5));
+        let unknown = candidate(0, None);
+        let ranked = rank([unknown.clone(), slow.clone(), fast.clone()]);
+        assert_eq!(ranked, vec![fast, slow, unknown]);
+    }
+
+    #[test]
+    fn withdrawn_relays_are_dropped() {
+        let mut off = candidate(0, None);
+        off.record.enabled = false;
+        assert!(rank([off]).is_empty());
+    }
+}
