@@ -1,0 +1,320 @@
+//! Test harness for the relay registry: DHT peers (plain, relays, clients), each a swarm in its
+//! own task with the registry, a relay client, identify and a stream protocol, on 127.0.0.1 TCP
+//! or libp2p's in-memory transport. Used by `tests/registry*.rs` through `#[path]`.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{
+    core::{multiaddr::Protocol, transport::MemoryTransport, upgrade::Version},
+    identify,
+    identity::Keypair,
+    kad, noise, relay,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, Transport,
+};
+use macula_relay::registry::{self, DiscoveryStats, RegistryConfig, RelayCandidate};
+use tokio::sync::{mpsc, oneshot};
+
+/// The DHT protocol of the test network.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-test/kad/1.0.0");
+/// How long a test waits for any one expected event.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+#[derive(NetworkBehaviour)]
+pub struct NetNode {
+    pub relay: Toggle<macula_relay::Behaviour>,
+    pub relay_client: relay::client::Behaviour,
+    pub registry: registry::Behaviour,
+    pub identify: identify::Behaviour,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// What a peer reports to the test.
+#[derive(Debug)]
+pub enum NodeEvent {
+    Registry(registry::Event),
+    Relay(macula_relay::Event),
+}
+
+/// How to start a peer.
+#[derive(Clone)]
+pub struct PeerSpec {
+    /// Run a relay with this configuration.
+    pub relay: Option<macula_relay::Config>,
+    /// Confirm the listen address as external (what makes a relay capable).
+    pub external: bool,
+    /// Kademlia mode.
+    pub mode: kad::Mode,
+    /// Registry configuration.
+    pub registry: RegistryConfig,
+    /// In-memory transport instead of TCP.
+    pub memory: bool,
+    /// Identity (a fresh one if `None`).
+    pub keypair: Option<Keypair>,
+}
+
+impl PeerSpec {
+    pub fn dht(registry: RegistryConfig) -> Self {
+        Self {
+            relay: None,
+            external: true,
+            mode: kad::Mode::Server,
+            registry,
+            memory: false,
+            keypair: None,
+        }
+    }
+
+    pub fn relay(registry: RegistryConfig, config: macula_relay::Config, external: bool) -> Self {
+        Self {
+            relay: Some(config),
+            external,
+            ..Self::dht(registry)
+        }
+    }
+
+    pub fn client(registry: RegistryConfig) -> Self {
+        Self {
+            external: false,
+            mode: kad::Mode::Client,
+            ..Self::dht(registry)
+        }
+    }
+}
+
+type Command = Box<dyn FnOnce(&mut Swarm<NetNode>) + Send>;
+
+/// A peer running in its own task.
+pub struct NetPeer {
+    pub peer_id: PeerId,
+    /// Listen address with `/p2p/<peer>`.
+    pub addr: Multiaddr,
+    pub control: libp2p_stream::Control,
+    commands: mpsc::UnboundedSender<Command>,
+    pub events: mpsc::UnboundedReceiver<NodeEvent>,
+}
+
+fn build(spec: &PeerSpec) -> Swarm<NetNode> {
+    let keypair = spec
+        .keypair
+        .clone()
+        .unwrap_or_else(Keypair::generate_ed25519);
+    let behaviour = |key: &Keypair, relay_client| NetNode {
+        relay: spec
+            .relay
+            .clone()
+            .map(|c| macula_relay::Behaviour::new(key.clone(), c))
+            .into(),
+        relay_client,
+        registry: registry::Behaviour::with_protocol(key, KAD_PROTOCOL, spec.registry.clone()),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/macula-test/1.0.0".into(),
+            key.public(),
+        )),
+        stream: libp2p_stream::Behaviour::new(),
+    };
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
+    if spec.memory {
+        libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| {
+                MemoryTransport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key).unwrap())
+                    .multiplex(yamux::Config::default())
+            })
+            .unwrap()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(behaviour)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build()
+    } else {
+        libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(behaviour)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build()
+    }
+}
+
+fn observe(swarm: &mut Swarm<NetNode>) {
+    let node = swarm.behaviour_mut();
+    if let Some(relay) = node.relay.as_ref() {
+        node.registry.observe_relay(relay);
+    }
+}
+
+impl NetPeer {
+    /// Starts a peer; if `bootstrap` is given, joins the DHT through it.
+    pub async fn start(spec: PeerSpec, bootstrap: Option<(PeerId, Multiaddr)>) -> Self {
+        let mut swarm = build(&spec);
+        let peer_id = *swarm.local_peer_id();
+        let listen: Multiaddr = if spec.memory {
+            Multiaddr::empty().with(Protocol::Memory(rand::random::<u64>() >> 1))
+        } else {
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+        };
+        swarm.listen_on(listen).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        if spec.external {
+            swarm.add_external_address(addr.clone());
+        }
+        swarm
+            .behaviour_mut()
+            .registry
+            .kad_mut()
+            .set_mode(Some(spec.mode));
+        if let Some((boot, boot_addr)) = bootstrap {
+            let kad = swarm.behaviour_mut().registry.kad_mut();
+            kad.add_address(&boot, boot_addr);
+            let _ = kad.bootstrap();
+        }
+        observe(&mut swarm);
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    command = command_rx.recv() => match command {
+                        Some(command) => command(&mut swarm),
+                        None => break,
+                    },
+                    event = swarm.select_next_some() => match event {
+                        SwarmEvent::Behaviour(NetNodeEvent::Registry(e)) => {
+                            let _ = tx.send(NodeEvent::Registry(e));
+                        }
+                        SwarmEvent::Behaviour(NetNodeEvent::Relay(e)) => {
+                            let _ = tx.send(NodeEvent::Relay(e));
+                        }
+                        SwarmEvent::Behaviour(NetNodeEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                            if info.protocols.contains(&KAD_PROTOCOL) {
+                                let kad = swarm.behaviour_mut().registry.kad_mut();
+                                for addr in info.listen_addrs {
+                                    if !addr.iter().any(|p| p == Protocol::P2pCircuit) {
+                                        kad.add_address(&peer_id, addr);
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+                observe(&mut swarm);
+            }
+        });
+        NetPeer {
+            peer_id,
+            addr: addr.with(Protocol::P2p(peer_id)),
+            control,
+            commands,
+            events,
+        }
+    }
+
+    /// Runs `f` on the swarm inside the peer's task and returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Swarm<NetNode>) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Box::new(move |swarm| {
+                let _ = tx.send(f(swarm));
+            }))
+            .expect("peer task alive");
+        rx.await.expect("peer task answered")
+    }
+
+    /// The bootstrap handle of this peer.
+    pub fn boot(&self) -> (PeerId, Multiaddr) {
+        (self.peer_id, self.addr.clone())
+    }
+
+    /// Waits for the first event for which `f` returns `Some`, skipping others.
+    pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(NodeEvent) -> Option<T>) -> T {
+        let wait = async {
+            loop {
+                let event = self.events.recv().await.expect("peer task alive");
+                if let Some(t) = f(event) {
+                    return t;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+    }
+
+    /// Drops queued events.
+    pub fn drain(&mut self) {
+        while self.events.try_recv().is_ok() {}
+    }
+
+    /// Runs one discovery and returns its result.
+    pub async fn discover(&mut self) -> (Vec<RelayCandidate>, DiscoveryStats) {
+        let id = self
+            .with(|s| s.behaviour_mut().registry.discover_relays())
+            .await;
+        self.expect("discovery result", |e| match e {
+            NodeEvent::Registry(registry::Event::RelaysDiscovered {
+                id: got,
+                relays,
+                stats,
+            }) if got == id => Some((relays, stats)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Discovers until `done` holds for the result (at most `tries` times, `pause` apart);
+    /// returns the last result and how long it took.
+    pub async fn discover_until(
+        &mut self,
+        tries: usize,
+        pause: Duration,
+        mut done: impl FnMut(&[RelayCandidate]) -> bool,
+    ) -> (Vec<RelayCandidate>, DiscoveryStats, Duration) {
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..tries {
+            let (relays, stats) = self.discover().await;
+            if done(&relays) {
+                return (relays, stats, start.elapsed());
+            }
+            last = Some((relays, stats));
+            tokio::time::sleep(pause).await;
+        }
+        let (relays, stats) = last.expect("tried at least once");
+        (relays, stats, start.elapsed())
+    }
+}
+
+/// Peer ids of candidates, in rank order.
+pub fn peers(relays: &[RelayCandidate]) -> Vec<PeerId> {
+    relays.iter().map(|c| c.peer()).collect()
+}
