@@ -1,25 +1,58 @@
-//! The macula relay node: a Circuit Relay v2 relay with the reference defaults.
+//! The macula relay node: a Circuit Relay v2 relay with the reference defaults, and `ctl` to
+//! control a running one.
 //!
 //! ```text
-//! cargo run --release --example relay_node
-//! cargo run --release --example relay_node -- --listen /ip4/0.0.0.0/tcp/4001 \
-//!     --external /ip4/203.0.113.7/tcp/4001 --key-file relay.key --bandwidth 0
+//! cargo run --example relay_node
+//! cargo run --example relay_node -- --listen /ip4/0.0.0.0/tcp/4001 \
+//!     --external /ip4/203.0.113.7/tcp/4001 --key-file relay.key --bandwidth 0 \
+//!     --admin 127.0.0.1:9101
+//! cargo run --example relay_node -- --config relay.toml --print-config
+//! cargo run --example relay_node -- ctl stats
+//! cargo run --example relay_node -- ctl --json sessions
+//! cargo run --example relay_node -- ctl disable --drain 60s
 //! ```
 //!
-//! Prints each listen address (with `/p2p/<peer id>`) on its own line of stdout; logs to stderr
-//! (`RUST_LOG` sets the level, default `info`). Ctrl-C (or SIGTERM) stops it.
+//! Prints each listen address (with `/p2p/<peer id>`) on its own line of stdout and nothing
+//! else; logs to stderr (`RUST_LOG` sets the level, default `info`). SIGTERM or Ctrl-C stop new
+//! reservations and sessions, wait up to `--drain-timeout` for live sessions, close the rest
+//! and exit; a second signal exits at once. See `docs/operating.md`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::Parser;
-use futures::StreamExt;
-use libp2p::{core::multiaddr::Protocol, swarm::SwarmEvent, Multiaddr};
-use macula_relay::{load_or_create_keypair, Config, RelayNodeBuilder, RelayNodeEvent};
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+use macula_relay::{
+    admin::{ctl, AdminClient, EnableRequest},
+    node_config::{NodeConfig, NodeSettings},
+    runner, SessionId,
+};
 
-/// Run a Circuit Relay v2 relay node.
+/// Run a Circuit Relay v2 relay node, or control one (`ctl`).
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Control a running node through its admin API.
+    Ctl(CtlArgs),
+}
+
+/// Flags of the node. Each has a config-file key of the same name (with `_`); a flag overrides
+/// the file.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Config file (TOML).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file, then flags, then defaults) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Listen address (repeatable). Default: TCP and QUIC on all interfaces, port 4001.
     #[arg(long = "listen", value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
@@ -30,94 +63,176 @@ struct Args {
     /// Key file: created on first run, reused after, so the peer id stays the same.
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
-    /// Maximum concurrent sessions.
-    #[arg(long, default_value_t = macula_relay::DEFAULT_MAX_SESSIONS)]
-    max_sessions: usize,
-    /// Per-session bandwidth, bytes per second and direction (0 = unlimited).
-    #[arg(long, default_value_t = macula_relay::DEFAULT_BANDWIDTH)]
-    bandwidth: u64,
-    /// Session timeout in seconds (0 = unlimited).
-    #[arg(long, default_value_t = macula_relay::DEFAULT_SESSION_TIMEOUT.as_secs())]
-    session_timeout: u64,
-    /// Per-session data cap in bytes, each direction (0 = no cap).
-    #[arg(long, default_value_t = 0)]
-    max_session_bytes: u64,
-    /// Maximum reservations.
-    #[arg(long, default_value_t = macula_relay::DEFAULT_MAX_RESERVATIONS)]
-    max_reservations: usize,
-    /// Reservation lifetime in seconds.
-    #[arg(long, default_value_t = macula_relay::DEFAULT_RESERVATION_TTL.as_secs())]
-    reservation_ttl: u64,
+    /// Maximum concurrent sessions [default: 100].
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Per-session bandwidth, bytes per second and direction (0 = unlimited) [default: 1000000].
+    #[arg(long)]
+    bandwidth: Option<u64>,
+    /// Session timeout in seconds (0 = unlimited) [default: 1800].
+    #[arg(long)]
+    session_timeout: Option<u64>,
+    /// Per-session data cap in bytes, each direction (0 = no cap) [default: 0].
+    #[arg(long)]
+    max_session_bytes: Option<u64>,
+    /// Maximum reservations [default: 128].
+    #[arg(long)]
+    max_reservations: Option<usize>,
+    /// Reservation lifetime in seconds [default: 3600].
+    #[arg(long)]
+    reservation_ttl: Option<u64>,
+    /// On SIGTERM / Ctrl-C, seconds to wait for live sessions before closing them [default: 30].
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
+    /// Serve the admin API (JSON over HTTP) on this address, e.g. 127.0.0.1:9101 [default: off].
+    #[arg(long, value_name = "IP:PORT")]
+    admin: Option<SocketAddr>,
+    /// File holding the admin API's bearer token (required for a non-loopback --admin).
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
 }
 
-fn nonzero(v: u64) -> Option<u64> {
-    (v > 0).then_some(v)
+impl RunArgs {
+    /// The keys these flags set.
+    fn settings(&self) -> NodeSettings {
+        let strings =
+            |v: &[Multiaddr]| (!v.is_empty()).then(|| v.iter().map(ToString::to_string).collect());
+        NodeSettings {
+            listen: strings(&self.listen),
+            external: strings(&self.external),
+            key_file: self.key_file.clone(),
+            max_sessions: self.max_sessions,
+            bandwidth: self.bandwidth,
+            session_timeout: self.session_timeout,
+            max_session_bytes: self.max_session_bytes,
+            max_reservations: self.max_reservations,
+            reservation_ttl: self.reservation_ttl,
+            drain_timeout: self.drain_timeout,
+            admin: self.admin.map(|a| a.to_string()),
+            admin_token_file: self.admin_token_file.clone(),
+        }
+    }
+
+    fn node_config(&self) -> Result<NodeConfig, Box<dyn std::error::Error>> {
+        let file = match &self.config {
+            Some(path) => NodeSettings::load(path)?,
+            None => NodeSettings::default(),
+        };
+        Ok(file.overridden_by(self.settings()).resolve()?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct CtlArgs {
+    /// The node's admin API address.
+    #[arg(long, value_name = "IP:PORT", default_value = macula_relay::admin::DEFAULT_ADDR)]
+    admin: SocketAddr,
+    /// File holding the admin API's bearer token.
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Whether the node answers.
+    Health,
+    /// The relay's statistics.
+    Stats,
+    /// The live sessions.
+    Sessions,
+    /// The reservations.
+    Reservations,
+    /// Close one session.
+    Close {
+        /// The session id (as `sessions` lists it).
+        id: SessionId,
+    },
+    /// Accept new reservations and sessions again.
+    Enable {
+        /// This node's peer id (refused if it is another's).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Address to announce in reservations (repeatable).
+        #[arg(long = "endpoint", value_name = "MULTIADDR")]
+        endpoints: Vec<String>,
+        /// Maximum concurrent sessions.
+        #[arg(long)]
+        capacity: Option<usize>,
+    },
+    /// Refuse new reservations and sessions.
+    Disable {
+        /// Close live sessions and drop reservations after this grace period (e.g. 60s).
+        #[arg(long, value_name = "DURATION", value_parser = ctl::parse_duration)]
+        drain: Option<std::time::Duration>,
+    },
+    /// The Prometheus metrics text.
+    Metrics,
+}
+
+impl CtlArgs {
+    async fn run(self) -> Result<String, Box<dyn std::error::Error>> {
+        let token = match &self.admin_token_file {
+            Some(path) => Some(std::fs::read_to_string(path)?.trim().to_owned()),
+            None => None,
+        };
+        let client = AdminClient::new(self.admin, token);
+        let command = match self.command {
+            CtlCommand::Health => ctl::CtlCommand::Health,
+            CtlCommand::Stats => ctl::CtlCommand::Stats,
+            CtlCommand::Sessions => ctl::CtlCommand::Sessions,
+            CtlCommand::Reservations => ctl::CtlCommand::Reservations,
+            CtlCommand::Close { id } => ctl::CtlCommand::Close(id),
+            CtlCommand::Enable {
+                node_id,
+                endpoints,
+                capacity,
+            } => ctl::CtlCommand::Enable(EnableRequest {
+                node_id,
+                endpoints,
+                capacity,
+            }),
+            CtlCommand::Disable { drain } => ctl::CtlCommand::Disable { drain },
+            CtlCommand::Metrics => ctl::CtlCommand::Metrics,
+        };
+        Ok(ctl::run(&client, command, self.json).await?)
+    }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
-
-    let config = Config::builder()
-        .max_sessions(args.max_sessions)
-        .bandwidth(nonzero(args.bandwidth))
-        .session_timeout(nonzero(args.session_timeout).map(Duration::from_secs))
-        .max_session_bytes(nonzero(args.max_session_bytes))
-        .max_reservations(args.max_reservations)
-        .reservation_ttl(Duration::from_secs(args.reservation_ttl))
-        .build()?;
-
-    let mut builder = RelayNodeBuilder::new().config(config);
-    if let Some(path) = &args.key_file {
-        builder = builder.keypair(load_or_create_keypair(path)?);
-    }
-    for addr in &args.listen {
-        builder = builder.listen_on(addr.clone());
-    }
-    for addr in &args.external {
-        builder = builder.external_address(addr.clone());
-    }
-    let mut swarm = builder.build()?;
-    let peer_id = *swarm.local_peer_id();
-    tracing::info!(%peer_id, "relay node started");
-
-    let mut terminate = terminate_signal()?;
-    loop {
-        tokio::select! {
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    println!("{}", address.clone().with(Protocol::P2p(peer_id)));
-                    if args.external.is_empty() {
-                        swarm.add_external_address(address);
-                    }
-                }
-                SwarmEvent::ExpiredListenAddr { address, .. } if args.external.is_empty() => {
-                    swarm.remove_external_address(&address);
-                }
-                SwarmEvent::Behaviour(RelayNodeEvent::Relay(event)) => {
-                    tracing::info!(?event, "relay");
-                }
-                SwarmEvent::ListenerError { error, .. } => {
-                    tracing::warn!(%error, "listener error");
-                }
-                _ => {}
-            },
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Ctl(ctl)) => ctl.run().await.map(|out| print!("{out}")),
+        None => run_node(cli.run).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("relay_node: {error}");
+            ExitCode::FAILURE
         }
     }
-    let stats = swarm.behaviour().relay.stats();
-    tracing::info!(?stats, "relay node stopped");
-    Ok(())
 }
 
-#[cfg(unix)]
-fn terminate_signal() -> std::io::Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+async fn run_node(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.node_config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let stop = runner::stop_signals()?;
+    runner::run(config, |addr| println!("{addr}"), stop).await?;
+    Ok(())
 }

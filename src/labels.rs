@@ -60,7 +60,10 @@ mod tests {
             reservation_end_reason(ReservationEndReason::ConnectionClosed),
         ];
         for name in names {
-            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
         }
     }
 }

@@ -59,6 +59,18 @@ pub mod registry;
 mod session;
 pub mod throttle;
 
+// Operating the relay node (feature `admin`, on by default).
+#[cfg(feature = "admin")]
+pub mod admin;
+#[cfg(feature = "admin")]
+pub mod labels;
+#[cfg(feature = "admin")]
+pub mod metrics;
+#[cfg(feature = "admin")]
+pub mod node_config;
+#[cfg(feature = "admin")]
+pub mod runner;
+
 pub use behaviour::{
     Behaviour, EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession,
 };

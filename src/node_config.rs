@@ -1,0 +1,412 @@
+//! The relay node's settings: a TOML config file and command-line flags, one key per flag.
+//!
+//! [`NodeSettings`] is one layer (the file, or the flags), every key optional;
+//! [`NodeSettings::overridden_by`] puts the flags over the file, and [`NodeSettings::resolve`]
+//! checks every value and fills in the defaults, giving the [`NodeConfig`] the node runs with.
+//! Nothing starts until `resolve` has succeeded, so a bad value never leaves a node half
+//! configured. [`NodeConfig::to_toml`] prints the effective configuration (`--print-config`), and
+//! reading that text back gives the same configuration.
+//!
+//! ```toml
+//! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+//! external = ["/ip4/203.0.113.7/tcp/4001"]
+//! key_file = "/var/lib/macula-relay/relay.key"
+//! max_sessions = 100
+//! bandwidth = 1000000        # bytes per second and direction, 0 = unlimited
+//! session_timeout = 1800     # seconds, 0 = unlimited
+//! max_session_bytes = 0      # bytes per direction, 0 = no cap
+//! max_reservations = 128
+//! reservation_ttl = 3600     # seconds
+//! drain_timeout = 30         # seconds, on SIGTERM / Ctrl-C
+//! admin = "127.0.0.1:9101"   # admin API; absent = off
+//! admin_token_file = "/etc/macula-relay/admin.token"
+//! ```
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::{admin::AdminSettings, Config, ConfigError, RelayNodeBuilder};
+
+/// Default time a stopping node waits for live sessions to end (`drain_timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest number a TOML file can hold.
+const TOML_MAX: u64 = i64::MAX as u64;
+
+/// One layer of settings (the config file, or the command-line flags); absent keys are `None`.
+/// Numbers are as the flags take them: seconds for durations, 0 for "unlimited".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Listen addresses (multiaddrs). Default: TCP and QUIC port 4001 on all IPv4 interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Vec<String>>,
+    /// Addresses to announce (multiaddrs). Default: the listen addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<Vec<String>>,
+    /// Key file, created on first run. Default: a new identity every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Maximum concurrent sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    /// Per-session bandwidth, bytes per second and direction; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+    /// Session timeout, seconds; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<u64>,
+    /// Per-session data cap, bytes in each direction; 0 = no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_session_bytes: Option<u64>,
+    /// Maximum reservations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reservations: Option<usize>,
+    /// Reservation lifetime, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_ttl: Option<u64>,
+    /// On SIGTERM / Ctrl-C, how long to wait for live sessions before closing them, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<u64>,
+    /// Admin API address (`ip:port`); absent = no admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// File holding the admin API's bearer token (required for a non-loopback `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// A config file or value the node refuses. The message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        error: String,
+    },
+    /// The file is not TOML.
+    #[error("config file {path}: {error}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        error: String,
+    },
+    /// A key is unknown, or its value is of the wrong type or out of range.
+    #[error("config key `{key}` (flag --{}): {error}", .key.replace('_', "-"))]
+    Key {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+impl NodeConfigError {
+    fn key(key: &str, error: impl ToString) -> Self {
+        NodeConfigError::Key {
+            key: key.to_owned(),
+            error: error.to_string(),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, NodeConfigError> {
+        let text = fs::read_to_string(path).map_err(|e| NodeConfigError::Read {
+            path: path.to_owned(),
+            error: e.to_string(),
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            NodeConfigError::Syntax { error, .. } => NodeConfigError::Syntax {
+                path: path.to_owned(),
+                error,
+            },
+            e => e,
+        })
+    }
+
+    /// Parses TOML text. An unknown key, or a value of the wrong type, is an error naming it.
+    pub fn from_toml(text: &str) -> Result<Self, NodeConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| NodeConfigError::Syntax {
+                    path: PathBuf::new(),
+                    error: e.to_string().trim_end().to_owned(),
+                })?;
+        // Key by key first, so the error names the key whatever the parser's message says.
+        for (key, value) in &table {
+            let mut single = toml::Table::new();
+            single.insert(key.clone(), value.clone());
+            NodeSettings::deserialize(single)
+                .map_err(|e| NodeConfigError::key(key, e.message()))?;
+        }
+        NodeSettings::deserialize(table).map_err(|e| NodeConfigError::Syntax {
+            path: PathBuf::new(),
+            error: e.message().to_owned(),
+        })
+    }
+
+    /// These settings with every key that `flags` sets replaced by the flag's value.
+    pub fn overridden_by(self, flags: NodeSettings) -> NodeSettings {
+        NodeSettings {
+            listen: flags.listen.or(self.listen),
+            external: flags.external.or(self.external),
+            key_file: flags.key_file.or(self.key_file),
+            max_sessions: flags.max_sessions.or(self.max_sessions),
+            bandwidth: flags.bandwidth.or(self.bandwidth),
+            session_timeout: flags.session_timeout.or(self.session_timeout),
+            max_session_bytes: flags.max_session_bytes.or(self.max_session_bytes),
+            max_reservations: flags.max_reservations.or(self.max_reservations),
+            reservation_ttl: flags.reservation_ttl.or(self.reservation_ttl),
+            drain_timeout: flags.drain_timeout.or(self.drain_timeout),
+            admin: flags.admin.or(self.admin),
+            admin_token_file: flags.admin_token_file.or(self.admin_token_file),
+        }
+    }
+
+    /// Checks every value and fills in the defaults.
+    pub fn resolve(self) -> Result<NodeConfig, NodeConfigError> {
+        let defaults = Config::default();
+        let listen = match self.listen {
+            None => RelayNodeBuilder::default_listen_addrs(),
+            Some(list) if list.is_empty() => {
+                return Err(NodeConfigError::key("listen", "needs at least one address"))
+            }
+            Some(list) => multiaddrs("listen", &list)?,
+        };
+        let external = multiaddrs("external", &self.external.unwrap_or_default())?;
+        for (key, value) in [
+            ("bandwidth", self.bandwidth),
+            ("session_timeout", self.session_timeout),
+            ("max_session_bytes", self.max_session_bytes),
+            ("reservation_ttl", self.reservation_ttl),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            if value.is_some_and(|v| v > TOML_MAX) {
+                return Err(NodeConfigError::key(key, format!("at most {TOML_MAX}")));
+            }
+        }
+        let drain_timeout = self
+            .drain_timeout
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        if drain_timeout.as_secs() > u64::from(u32::MAX) {
+            return Err(NodeConfigError::key(
+                "drain_timeout",
+                "at most u32::MAX seconds",
+            ));
+        }
+        let admin = self
+            .admin
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|e| {
+                    NodeConfigError::key("admin", format!("{a:?} is not ip:port: {e}"))
+                })
+            })
+            .transpose()?;
+        if let Some(addr) = admin {
+            if !addr.ip().is_loopback() && self.admin_token_file.is_none() {
+                return Err(NodeConfigError::key(
+                    "admin_token_file",
+                    format!("required: the admin API address {addr} is not loopback"),
+                ));
+            }
+        }
+        let config = NodeConfig {
+            listen,
+            external,
+            key_file: self.key_file,
+            max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions()),
+            bandwidth: nonzero(self.bandwidth, defaults.limits().bandwidth),
+            session_timeout: nonzero(
+                self.session_timeout,
+                defaults.limits().duration.map(|d| d.as_secs()),
+            )
+            .map(Duration::from_secs),
+            max_session_bytes: nonzero(self.max_session_bytes, defaults.limits().data),
+            max_reservations: self.max_reservations.unwrap_or(defaults.max_reservations()),
+            reservation_ttl: self
+                .reservation_ttl
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.reservation_ttl()),
+            drain_timeout,
+            admin,
+            admin_token_file: self.admin_token_file,
+        };
+        config.relay_config()?;
+        Ok(config)
+    }
+}
+
+/// The node's configuration, every value checked and defaulted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to announce; empty = announce the listen addresses.
+    pub external: Vec<Multiaddr>,
+    /// Key file, if any.
+    pub key_file: Option<PathBuf>,
+    /// Maximum concurrent sessions.
+    pub max_sessions: usize,
+    /// Per-session bandwidth; `None` = unlimited.
+    pub bandwidth: Option<u64>,
+    /// Session timeout; `None` = unlimited.
+    pub session_timeout: Option<Duration>,
+    /// Per-session data cap; `None` = no cap.
+    pub max_session_bytes: Option<u64>,
+    /// Maximum reservations.
+    pub max_reservations: usize,
+    /// Reservation lifetime.
+    pub reservation_ttl: Duration,
+    /// How long a stopping node waits for live sessions.
+    pub drain_timeout: Duration,
+    /// Admin API address, if on.
+    pub admin: Option<SocketAddr>,
+    /// File holding the admin token, if any.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeSettings::default()
+            .resolve()
+            .expect("the defaults are valid")
+    }
+}
+
+impl NodeConfig {
+    /// The relay's [`Config`].
+    pub fn relay_config(&self) -> Result<Config, NodeConfigError> {
+        Config::builder()
+            .max_sessions(self.max_sessions)
+            .bandwidth(self.bandwidth)
+            .session_timeout(self.session_timeout)
+            .max_session_bytes(self.max_session_bytes)
+            .max_reservations(self.max_reservations)
+            .reservation_ttl(self.reservation_ttl)
+            .build()
+            .map_err(|e| match e {
+                ConfigError::Zero(key) => NodeConfigError::key(key, "must not be zero"),
+                ConfigError::TooLong(key) => {
+                    NodeConfigError::key(key, format!("at most {} seconds", u32::MAX))
+                }
+                e => NodeConfigError::key("relay", e),
+            })
+    }
+
+    /// The admin API settings, reading the token file; `None` if the admin API is off.
+    pub fn admin_settings(&self) -> Result<Option<AdminSettings>, NodeConfigError> {
+        let Some(bind) = self.admin else {
+            return Ok(None);
+        };
+        let token = self
+            .admin_token_file
+            .as_ref()
+            .map(|path| {
+                fs::read_to_string(path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| {
+                        NodeConfigError::key("admin_token_file", format!("{}: {e}", path.display()))
+                    })
+            })
+            .transpose()?;
+        let settings = AdminSettings { bind, token };
+        settings
+            .validate()
+            .map_err(|e| NodeConfigError::key("admin_token_file", e))?;
+        Ok(Some(settings))
+    }
+
+    /// Every key with its value, as the config file takes them.
+    pub fn to_settings(&self) -> NodeSettings {
+        let strings = |v: &[Multiaddr]| v.iter().map(|a| a.to_string()).collect();
+        NodeSettings {
+            listen: Some(strings(&self.listen)),
+            external: Some(strings(&self.external)),
+            key_file: self.key_file.clone(),
+            max_sessions: Some(self.max_sessions),
+            bandwidth: Some(self.bandwidth.unwrap_or(0)),
+            session_timeout: Some(self.session_timeout.map_or(0, |d| d.as_secs())),
+            max_session_bytes: Some(self.max_session_bytes.unwrap_or(0)),
+            max_reservations: Some(self.max_reservations),
+            reservation_ttl: Some(self.reservation_ttl.as_secs()),
+            drain_timeout: Some(self.drain_timeout.as_secs()),
+            admin: self.admin.map(|a| a.to_string()),
+            admin_token_file: self.admin_token_file.clone(),
+        }
+    }
+
+    /// The configuration as a config file (`--print-config`); reading it back gives `self`.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(&self.to_settings())
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
+        format!("# effective relay node configuration\n{body}")
+    }
+}
+
+fn multiaddrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>, NodeConfigError> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| NodeConfigError::key(key, format!("{a:?} is not a multiaddr: {e}")))
+        })
+        .collect()
+}
+
+/// A value where 0 means "none", defaulting to `default`.
+fn nonzero(value: Option<u64>, default: Option<u64>) -> Option<u64> {
+    match value {
+        Some(0) => None,
+        Some(v) => Some(v),
+        None => default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_settings_give_the_reference_defaults() {
+        let config = NodeSettings::default().resolve().unwrap();
+        assert_eq!(config.max_sessions, crate::DEFAULT_MAX_SESSIONS);
+        assert_eq!(config.bandwidth, Some(crate::DEFAULT_BANDWIDTH));
+        assert_eq!(config.session_timeout, Some(crate::DEFAULT_SESSION_TIMEOUT));
+        assert_eq!(config.listen, RelayNodeBuilder::default_listen_addrs());
+        assert_eq!(config.admin, None);
+        assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn zero_means_unlimited_where_the_flags_say_so() {
+        let config = NodeSettings {
+            bandwidth: Some(0),
+            session_timeout: Some(0),
+            max_session_bytes: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (
+                config.bandwidth,
+                config.session_timeout,
+                config.max_session_bytes
+            ),
+            (None, None, None)
+        );
+    }
+}

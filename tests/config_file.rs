@@ -1,0 +1,216 @@
+//! The relay node's TOML config file: every key round-trips (through the library and through
+//! `relay_node --print-config`), flags override the file, and unknown keys and bad values are
+//! refused with the key's name before the node starts.
+#![cfg(feature = "admin")]
+
+mod admin_support;
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use admin_support::run_to_end;
+use macula_relay::node_config::{NodeConfig, NodeSettings};
+
+/// Every key, none at its default.
+const EVERY_KEY: &str = r#"
+listen = ["/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"]
+external = ["/dns4/relay.example.net/tcp/4101"]
+key_file = "/var/lib/macula-relay/relay.key"
+max_sessions = 7
+bandwidth = 0
+session_timeout = 90
+max_session_bytes = 1048576
+max_reservations = 11
+reservation_ttl = 600
+drain_timeout = 5
+admin = "127.0.0.1:9333"
+admin_token_file = "/etc/macula-relay/admin.token"
+"#;
+
+const KEYS: [&str; 12] = [
+    "listen",
+    "external",
+    "key_file",
+    "max_sessions",
+    "bandwidth",
+    "session_timeout",
+    "max_session_bytes",
+    "max_reservations",
+    "reservation_ttl",
+    "drain_timeout",
+    "admin",
+    "admin_token_file",
+];
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn resolve(text: &str) -> Result<NodeConfig, String> {
+    NodeSettings::from_toml(text)
+        .and_then(NodeSettings::resolve)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_key_round_trips() {
+    let config = resolve(EVERY_KEY).unwrap();
+    assert_eq!(config.max_sessions, 7);
+    assert_eq!(config.bandwidth, None, "0 = unlimited");
+    assert_eq!(config.session_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(config.max_session_bytes, Some(1_048_576));
+    assert_eq!(config.max_reservations, 11);
+    assert_eq!(config.reservation_ttl, Duration::from_secs(600));
+    assert_eq!(config.drain_timeout, Duration::from_secs(5));
+    assert_eq!(config.admin, Some("127.0.0.1:9333".parse().unwrap()));
+    assert_eq!(config.listen.len(), 2);
+    assert_eq!(config.external.len(), 1);
+
+    // Library: printed and read back, the same configuration, with every key present.
+    let printed = config.to_toml();
+    let table: toml::Table = printed.parse().unwrap();
+    for key in KEYS {
+        assert!(table.contains_key(key), "{key} missing from\n{printed}");
+    }
+    assert_eq!(table.len(), KEYS.len());
+    assert_eq!(resolve(&printed).unwrap(), config);
+    assert_eq!(
+        NodeSettings::from_toml(&printed).unwrap(),
+        config.to_settings()
+    );
+
+    // Process: `--config <file> --print-config` prints the same configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "relay.toml", EVERY_KEY);
+    let output = run_to_end(&["--config", &file, "--print-config"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(resolve(&printed).unwrap(), config);
+}
+
+#[test]
+fn the_defaults_print_as_a_valid_config() {
+    let output = run_to_end(&["--print-config"]);
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(resolve(&printed).unwrap(), NodeConfig::default());
+    assert!(printed.contains("max_sessions = 100"), "{printed}");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "relay.toml", EVERY_KEY);
+    let output = run_to_end(&[
+        "--config",
+        &file,
+        "--max-sessions",
+        "42",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/4999",
+        "--drain-timeout",
+        "0",
+        "--print-config",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = resolve(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    assert_eq!(config.max_sessions, 42);
+    assert_eq!(
+        config.listen,
+        vec!["/ip4/127.0.0.1/tcp/4999".parse().unwrap()]
+    );
+    assert_eq!(config.drain_timeout, Duration::ZERO);
+    // Keys without a flag on the command line keep the file's value.
+    assert_eq!(config.max_reservations, 11);
+    assert_eq!(config.session_timeout, Some(Duration::from_secs(90)));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    for (text, key) in [
+        ("max_sesions = 3\n", "max_sesions"),
+        ("[relay]\nmax_sessions = 3\n", "relay"),
+        ("max_sessions = 3\nadmin_token = \"x\"\n", "admin_token"),
+    ] {
+        let error = resolve(text).unwrap_err();
+        assert!(error.contains(&format!("`{key}`")), "{text:?}: {error}");
+    }
+    // The node does not start.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "relay.toml", "max_sesions = 3\n");
+    let output = run_to_end(&["--config", &file, "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "the node must not start listening"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("max_sesions"));
+}
+
+#[test]
+fn bad_values_are_refused_with_the_key_name() {
+    let cases = [
+        ("max_sessions = \"many\"", "max_sessions"),
+        ("max_sessions = 0", "max_sessions"),
+        ("max_sessions = -1", "max_sessions"),
+        ("bandwidth = -5", "bandwidth"),
+        ("bandwidth = 1.5", "bandwidth"),
+        ("session_timeout = 99999999999", "session_timeout"),
+        ("max_session_bytes = true", "max_session_bytes"),
+        ("max_reservations = 0", "max_reservations"),
+        ("reservation_ttl = 0", "reservation_ttl"),
+        ("drain_timeout = \"30s\"", "drain_timeout"),
+        ("listen = []", "listen"),
+        ("listen = [\"not-a-multiaddr\"]", "listen"),
+        ("listen = \"/ip4/127.0.0.1/tcp/1\"", "listen"),
+        ("external = [1]", "external"),
+        ("key_file = 3", "key_file"),
+        ("admin = \"localhost\"", "admin"),
+        ("admin = \"0.0.0.0:9101\"", "admin_token_file"),
+        ("admin_token_file = [\"a\"]", "admin_token_file"),
+    ];
+    for (text, key) in cases {
+        let error = resolve(text).unwrap_err();
+        assert!(error.contains(&format!("`{key}`")), "{text:?}: {error}");
+    }
+    // A TOML syntax error names the line.
+    let error = resolve("max_sessions = \n").unwrap_err();
+    assert!(error.contains("line 1"), "{error}");
+
+    // The node does not start half-configured: nothing listens, the error names the key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "relay.toml",
+        "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nreservation_ttl = 0\n",
+    );
+    let output = run_to_end(&["--config", &file]);
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "the node must not start listening"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("reservation_ttl"));
+    // So does a bad flag value, with the flag's key.
+    let output = run_to_end(&["--listen", "/ip4/127.0.0.1/tcp/0", "--max-sessions", "0"]);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("max_sessions"));
+}
+
+#[test]
+fn a_missing_config_file_is_refused_with_its_path() {
+    let output = run_to_end(&["--config", "/nonexistent/relay.toml", "--print-config"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/relay.toml"));
+}
