@@ -101,6 +101,8 @@ pub struct NetPeer {
     pub control: libp2p_stream::Control,
     commands: mpsc::UnboundedSender<Command>,
     pub events: mpsc::UnboundedReceiver<NodeEvent>,
+    /// Records refused while reading, with the peer that sent them.
+    pub rejected: Vec<(PeerId, registry::RecordError)>,
 }
 
 fn build(spec: &PeerSpec) -> Swarm<NetNode> {
@@ -233,6 +235,7 @@ impl NetPeer {
             control,
             commands,
             events,
+            rejected: Vec::new(),
         }
     }
 
@@ -275,20 +278,29 @@ impl NetPeer {
         while self.events.try_recv().is_ok() {}
     }
 
-    /// Runs one discovery and returns its result.
+    /// Runs one discovery and returns its result; the reading-side rejections seen meanwhile
+    /// are appended to [`rejected`](Self::rejected).
     pub async fn discover(&mut self) -> (Vec<RelayCandidate>, DiscoveryStats) {
         let id = self
             .with(|s| s.behaviour_mut().registry.discover_relays())
             .await;
-        self.expect("discovery result", |e| match e {
-            NodeEvent::Registry(registry::Event::RelaysDiscovered {
-                id: got,
-                relays,
-                stats,
-            }) if got == id => Some((relays, stats)),
-            _ => None,
-        })
-        .await
+        let mut rejected = Vec::new();
+        let result = self
+            .expect("discovery result", |e| match e {
+                NodeEvent::Registry(registry::Event::RelaysDiscovered {
+                    id: got,
+                    relays,
+                    stats,
+                }) if got == id => Some((relays, stats)),
+                NodeEvent::Registry(registry::Event::RecordRejected { from, error, .. }) => {
+                    rejected.push((from, error));
+                    None
+                }
+                _ => None,
+            })
+            .await;
+        self.rejected.extend(rejected);
+        result
     }
 
     /// Discovers until `done` holds for the result (at most `tries` times, `pause` apart);
