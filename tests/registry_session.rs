@@ -1,0 +1,182 @@
+//! End to end: a peer that knows only a bootstrap peer discovers a relay and reserves on it; a
+//! second peer that knows only the first one's id and the bootstrap peer reaches it through the
+//! relay with `request_relay`, exchanges data both ways and closes the session by its id.
+#![cfg(feature = "registry")]
+
+#[path = "common/registry_net.rs"]
+mod registry_net;
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::StreamProtocol;
+use macula_relay::{registry, Config, Event as RelayEvent};
+use registry_net::{NetPeer, NodeEvent, PeerSpec};
+
+const ECHO: StreamProtocol = StreamProtocol::new("/macula-test/greet/1.0.0");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_found_by_id_is_reached_through_a_discovered_relay_and_the_session_closes_by_id() {
+    registry_net::init_tracing();
+    let reg = registry::RegistryConfig::default();
+    let boot = NetPeer::start(PeerSpec::dht(reg.clone()), None).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
+    }
+    let relay_config = Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
+        .build()
+        .unwrap();
+    let mut relay = NetPeer::start(
+        PeerSpec::relay(reg.clone(), relay_config, true),
+        Some(boot.boot()),
+    )
+    .await;
+    relay
+        .expect("relay registered", |e| match e {
+            NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
+            _ => None,
+        })
+        .await;
+
+    // The target knows only the bootstrap peer: it discovers the relay and reserves on it.
+    let mut target = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
+    let mut reserved = None;
+    for _ in 0..20 {
+        target
+            .with(|s| s.behaviour_mut().registry.reserve_on_best(1))
+            .await;
+        reserved = target
+            .expect("reservation or empty discovery", |e| match e {
+                NodeEvent::Registry(registry::Event::ReservationAccepted { relay, addr }) => {
+                    Some(Some((relay, addr)))
+                }
+                NodeEvent::Registry(registry::Event::RelaysDiscovered { relays, .. })
+                    if relays.is_empty() =>
+                {
+                    Some(None)
+                }
+                _ => None,
+            })
+            .await;
+        if reserved.is_some() {
+            break;
+        }
+        target
+            .with(|s| s.behaviour_mut().registry.reserve_on_best(0))
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (reserved_on, circuit_addr) = reserved.expect("target reserved on a relay");
+    assert_eq!(reserved_on, relay.peer_id);
+    println!("target reachable at {circuit_addr}");
+
+    let mut incoming = target.control.clone().accept(ECHO).unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"hello from the source");
+            stream.write_all(b"hello from the target").await.unwrap();
+            stream.close().await.unwrap();
+        }
+    });
+
+    // The source knows only the bootstrap peer and the target's id.
+    let mut source = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
+    let target_id = target.peer_id;
+    let mut opened = None;
+    for _ in 0..20 {
+        source
+            .with(move |s| s.behaviour_mut().registry.request_relay(target_id))
+            .await;
+        let outcome = source
+            .expect("relay session outcome", |e| match e {
+                NodeEvent::Registry(registry::Event::RelaySessionOpened {
+                    session,
+                    relay,
+                    target,
+                    ..
+                }) => Some(Ok((session, relay, target))),
+                NodeEvent::Registry(registry::Event::RelaySessionFailed { error, .. }) => {
+                    Some(Err(error))
+                }
+                _ => None,
+            })
+            .await;
+        match outcome {
+            Ok(o) => {
+                opened = Some(o);
+                break;
+            }
+            // The target's locator record may still be on its way.
+            Err(registry::SessionError::TargetNotFound(_)) => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("request_relay failed: {e}"),
+        }
+    }
+    let (session, via, reached) = opened.expect("request_relay connected");
+    assert_eq!((via, reached), (relay.peer_id, target_id));
+    let relay_session = relay
+        .expect("relay session opened", |e| match e {
+            NodeEvent::Relay(RelayEvent::SessionOpened {
+                id,
+                source: s,
+                target: t,
+                ..
+            }) => Some((id, s, t)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (relay_session.1, relay_session.2),
+        (source.peer_id, target_id)
+    );
+
+    // Data both ways over the relayed connection.
+    let mut stream = source
+        .control
+        .clone()
+        .open_stream(target_id, ECHO)
+        .await
+        .unwrap();
+    stream.write_all(b"hello from the source").await.unwrap();
+    stream.close().await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"hello from the target");
+
+    // Close by id: the source's connection closes and the relay ends the session.
+    source
+        .with(move |s| s.behaviour_mut().registry.close_relay_session(session))
+        .await
+        .unwrap();
+    source
+        .expect("relay session closed", |e| match e {
+            NodeEvent::Registry(registry::Event::RelaySessionClosed { session: s, .. })
+                if s == session =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    let (closed_id, bytes_up, bytes_down) = relay
+        .expect("relay session closed", |e| match e {
+            NodeEvent::Relay(RelayEvent::SessionClosed {
+                id,
+                bytes_source_to_target,
+                bytes_target_to_source,
+                ..
+            }) => Some((id, bytes_source_to_target, bytes_target_to_source)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(closed_id, relay_session.0);
+    assert!(bytes_up > 21 && bytes_down > 21);
+    println!("session {session} via {via}: {bytes_up} B up, {bytes_down} B down, closed by id");
+}
