@@ -64,18 +64,27 @@ fn raise_nofile(want: u64) -> u64 {
     let want = want.min(nr_open);
     // SAFETY: getrlimit/setrlimit only read/write the struct passed to them.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur >= want {
             return lim.rlim_cur;
         }
-        let both = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max.max(want) };
+        let both = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max.max(want),
+        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
             return want;
         }
-        let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let soft = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
             return lim.rlim_max;
         }
@@ -164,7 +173,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_quic()
                 .with_dns()?
                 .with_behaviour(|key| {
-                    let mut relay = relay::Behaviour::new(key.public().to_peer_id(), stock_config());
+                    let mut relay =
+                        relay::Behaviour::new(key.public().to_peer_id(), stock_config());
                     relay.set_status(Some(relay::Status::Enable));
                     StockBehaviour {
                         relay,
