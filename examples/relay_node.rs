@@ -7,6 +7,9 @@
 //!     --external /ip4/203.0.113.7/tcp/4001 --key-file relay.key --bandwidth 0 \
 //!     --admin 127.0.0.1:9101
 //! cargo run --example relay_node -- --config relay.toml --print-config
+//! cargo run --example relay_node -- --listen /ip4/0.0.0.0/tcp/4001 \
+//!     --listen /ip4/0.0.0.0/tcp/4002/ws --listen /ip4/0.0.0.0/tcp/4003/tls/ws \
+//!     --tls-cert fullchain.pem --tls-key privkey.pem      # browsers: docs/browsers.md
 //! cargo run --example relay_node -- ctl stats
 //! cargo run --example relay_node -- ctl --json sessions
 //! cargo run --example relay_node -- ctl disable --drain 60s
@@ -90,6 +93,12 @@ struct RunArgs {
     /// File holding the admin API's bearer token (required for a non-loopback --admin).
     #[arg(long, value_name = "PATH")]
     admin_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for secure WebSocket listen addresses (`/tcp/<port>/tls/ws`).
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -110,6 +119,8 @@ impl RunArgs {
             drain_timeout: self.drain_timeout,
             admin: self.admin.map(|a| a.to_string()),
             admin_token_file: self.admin_token_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 

@@ -83,6 +83,7 @@ pub use config::{
 };
 pub use node::{
     load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
+    WebsocketTls,
 };
 pub use protocol::{Status, WireLimit};
 pub use session::{

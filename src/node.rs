@@ -1,11 +1,19 @@
-//! "Start the relay node server" in one call: a ready swarm (TCP and QUIC, noise, yamux,
-//! identify, ping and the relay) for users who do not compose their own.
+//! "Start the relay node server" in one call: a ready swarm (TCP, QUIC and WebSocket, noise,
+//! yamux, identify, ping and the relay) for users who do not compose their own.
+//!
+//! Browsers cannot dial TCP or QUIC; they reach the relay over WebSocket: listen on
+//! `/ip4/0.0.0.0/tcp/<port>/ws`, and, with a certificate ([`WebsocketTls`]), on
+//! `/ip4/0.0.0.0/tcp/<port>/tls/ws` (also written `/wss`). See `docs/browsers.md`.
 
 use std::{fs, io, path::Path, time::Duration};
 
 use libp2p::{
-    identify, identity::Keypair, noise, ping, swarm::NetworkBehaviour, tcp, yamux, Multiaddr,
-    Swarm, SwarmBuilder,
+    core::{multiaddr::Protocol, muxing::StreamMuxerBox, upgrade::Version},
+    identify,
+    identity::Keypair,
+    noise, ping,
+    swarm::NetworkBehaviour,
+    tcp, websocket, yamux, Multiaddr, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::{Behaviour, Config};
@@ -77,6 +85,90 @@ pub enum NodeError {
         /// The error.
         error: String,
     },
+    /// The TLS certificate or key for `/tls/ws` could not be read or used.
+    #[error("TLS certificate / key {path}: {error}")]
+    Tls {
+        /// The file (or files).
+        path: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// The certificate chain and private key a relay node serves secure WebSocket (`/tls/ws`,
+/// `/wss`) with. Browsers on `https://` pages can only dial secure WebSockets, and only with a
+/// certificate they trust for the address they dial (a domain name, in practice: `/dns4/<name>/
+/// tcp/<port>/tls/ws`).
+#[derive(Clone)]
+pub struct WebsocketTls {
+    config: websocket::tls::Config,
+}
+
+impl std::fmt::Debug for WebsocketTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebsocketTls")
+    }
+}
+
+impl WebsocketTls {
+    /// From PEM text: `cert_chain` holds the certificate then any intermediates (`CERTIFICATE`
+    /// blocks), `key` its private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
+    pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Self, String> {
+        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert_chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        if certs.is_empty() {
+            return Err("certificate: no CERTIFICATE block in the PEM text".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
+        // `PrivateKey::new` panics on a key it cannot classify; this one was parsed already.
+        let der = key.secret_der().to_vec();
+        PrivateKeyDer::try_from(der.clone()).map_err(|e| format!("key: {e}"))?;
+        let config = websocket::tls::Config::new(
+            websocket::tls::PrivateKey::new(der),
+            certs
+                .into_iter()
+                .map(|c| websocket::tls::Certificate::new(c.to_vec())),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(WebsocketTls { config })
+    }
+
+    /// From PEM files (see [`from_pem`](Self::from_pem)).
+    pub fn from_pem_files(cert_chain: &Path, key: &Path) -> Result<Self, NodeError> {
+        let read = |path: &Path| {
+            fs::read(path).map_err(|e| NodeError::Tls {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })
+        };
+        Self::from_pem(&read(cert_chain)?, &read(key)?).map_err(|error| NodeError::Tls {
+            path: format!("{} / {}", cert_chain.display(), key.display()),
+            error,
+        })
+    }
+}
+
+/// Whether `addr` is a WebSocket address (`/ws`, `/wss` or `/tls/ws`).
+pub fn is_websocket(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)))
+}
+
+/// Whether `addr` is a secure WebSocket address (`/wss` or `/tls/ws`), which needs a
+/// [`WebsocketTls`] to listen on.
+pub fn is_secure_websocket(addr: &Multiaddr) -> bool {
+    let mut tls = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Wss(_) => return true,
+            Protocol::Tls => tls = true,
+            Protocol::Ws(_) if tls => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Builds a relay node swarm. Call [`build`](Self::build) inside a tokio runtime.
@@ -87,6 +179,7 @@ pub struct RelayNodeBuilder {
     listen: Vec<Multiaddr>,
     external: Vec<Multiaddr>,
     idle_connection_timeout: Duration,
+    websocket_tls: Option<WebsocketTls>,
 }
 
 impl Default for RelayNodeBuilder {
@@ -105,6 +198,7 @@ impl RelayNodeBuilder {
             listen: Vec::new(),
             external: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
+            websocket_tls: None,
         }
     }
 
@@ -120,7 +214,10 @@ impl RelayNodeBuilder {
         self
     }
 
-    /// Listen on `addr` (repeatable; replaces the default listen addresses).
+    /// Listen on `addr` (repeatable; replaces the default listen addresses): TCP
+    /// (`/ip4/…/tcp/<port>`), QUIC (`/ip4/…/udp/<port>/quic-v1`), WebSocket
+    /// (`/ip4/…/tcp/<port>/ws`) or secure WebSocket (`/ip4/…/tcp/<port>/tls/ws`, needs
+    /// [`websocket_tls`](Self::websocket_tls)). TCP and WebSocket need different ports.
     pub fn listen_on(mut self, addr: Multiaddr) -> Self {
         self.listen.push(addr);
         self
@@ -129,6 +226,12 @@ impl RelayNodeBuilder {
     /// Announce `addr` as an external address (repeatable).
     pub fn external_address(mut self, addr: Multiaddr) -> Self {
         self.external.push(addr);
+        self
+    }
+
+    /// The certificate and key for secure WebSocket (`/tls/ws`, `/wss`) listen addresses.
+    pub fn websocket_tls(mut self, tls: WebsocketTls) -> Self {
+        self.websocket_tls = Some(tls);
         self
     }
 
@@ -150,9 +253,28 @@ impl RelayNodeBuilder {
 
     /// Builds the swarm, starts listening and adds the external addresses.
     pub fn build(self) -> Result<Swarm<RelayNodeBehaviour>, NodeError> {
+        let listen = if self.listen.is_empty() {
+            Self::default_listen_addrs()
+        } else {
+            self.listen
+        };
+        if self.websocket_tls.is_none() {
+            if let Some(addr) = listen.iter().find(|a| is_secure_websocket(a)) {
+                return Err(NodeError::Listen {
+                    addr: addr.clone(),
+                    error:
+                        "secure WebSocket needs a TLS certificate and key (--tls-cert, --tls-key)"
+                            .into(),
+                });
+            }
+        }
         let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
         let config = self.config;
         let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+        let websocket = websocket_transport(
+            noise::Config::new(&keypair).map_err(|e| transport(&e))?,
+            self.websocket_tls,
+        );
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -162,6 +284,8 @@ impl RelayNodeBuilder {
             )
             .map_err(|e| transport(&e))?
             .with_quic()
+            .with_other_transport(|_| websocket)
+            .map_err(|e| transport(&e))?
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_behaviour(|key| RelayNodeBehaviour {
@@ -175,11 +299,6 @@ impl RelayNodeBuilder {
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(self.idle_connection_timeout))
             .build();
-        let listen = if self.listen.is_empty() {
-            Self::default_listen_addrs()
-        } else {
-            self.listen
-        };
         for addr in listen {
             swarm
                 .listen_on(addr.clone())
@@ -193,6 +312,31 @@ impl RelayNodeBuilder {
         }
         Ok(swarm)
     }
+}
+
+/// WebSocket over TCP (and TLS, given a certificate), upgraded with noise and
+/// [`yamux_config`], like the TCP transport.
+fn websocket_transport(
+    noise: noise::Config,
+    tls: Option<WebsocketTls>,
+) -> impl Transport<
+    Output = (libp2p::PeerId, StreamMuxerBox),
+    Error: Send + Sync,
+    Dial: Send,
+    ListenerUpgrade: Send,
+> + Send
+       + Unpin
+       + 'static {
+    let mut ws = websocket::Config::new(tcp::tokio::Transport::new(
+        tcp::Config::default().nodelay(true),
+    ));
+    if let Some(tls) = tls {
+        ws.set_tls_config(tls.config);
+    }
+    ws.upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux_config())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
 }
 
 /// The relay node's yamux settings.
@@ -255,6 +399,48 @@ mod tests {
         let first = load_or_create_keypair(&path).unwrap();
         let second = load_or_create_keypair(&path).unwrap();
         assert_eq!(first.public(), second.public());
+    }
+
+    #[test]
+    fn websocket_addresses_are_told_apart() {
+        let cases = [
+            ("/ip4/127.0.0.1/tcp/1", false, false),
+            ("/ip4/127.0.0.1/udp/1/quic-v1", false, false),
+            ("/ip4/127.0.0.1/tcp/1/ws", true, false),
+            ("/ip4/127.0.0.1/tcp/1/tls/ws", true, true),
+            ("/ip4/127.0.0.1/tcp/1/wss", true, true),
+            (
+                "/dns4/relay.example.net/tcp/443/tls/sni/relay.example.net/ws",
+                true,
+                true,
+            ),
+            ("/ip4/127.0.0.1/tcp/1/tls", false, false),
+        ];
+        for (addr, ws, secure) in cases {
+            let addr: Multiaddr = addr.parse().unwrap();
+            assert_eq!(is_websocket(&addr), ws, "{addr}");
+            assert_eq!(is_secure_websocket(&addr), secure, "{addr}");
+        }
+    }
+
+    #[test]
+    fn a_secure_websocket_address_without_a_certificate_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let Err(error) = RelayNodeBuilder::new()
+            .listen_on("/ip4/127.0.0.1/tcp/0/tls/ws".parse().unwrap())
+            .build()
+        else {
+            panic!("built without a certificate");
+        };
+        assert!(error.to_string().contains("--tls-cert"), "{error}");
+        RelayNodeBuilder::new()
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+            .build()
+            .expect("plain WebSocket needs no certificate");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! drain_timeout = 30         # seconds, on SIGTERM / Ctrl-C
 //! admin = "127.0.0.1:9101"   # admin API; absent = off
 //! admin_token_file = "/etc/macula-relay/admin.token"
+//! tls_cert = "/etc/macula-relay/fullchain.pem"  # for /tls/ws (/wss) listen addresses
+//! tls_key = "/etc/macula-relay/privkey.pem"
 //! ```
 
 use std::{
@@ -32,7 +34,11 @@ use std::{
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
-use crate::{admin::AdminSettings, Config, ConfigError, RelayNodeBuilder};
+use crate::{
+    admin::AdminSettings,
+    node::{is_secure_websocket, WebsocketTls},
+    Config, ConfigError, NodeError, RelayNodeBuilder,
+};
 
 /// Default time a stopping node waits for live sessions to end (`drain_timeout`).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,6 +87,12 @@ pub struct NodeSettings {
     /// File holding the admin API's bearer token (required for a non-loopback `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for secure WebSocket (`/tls/ws`, `/wss`) listen addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A config file or value the node refuses. The message names the key.
@@ -173,6 +185,8 @@ impl NodeSettings {
             drain_timeout: flags.drain_timeout.or(self.drain_timeout),
             admin: flags.admin.or(self.admin),
             admin_token_file: flags.admin_token_file.or(self.admin_token_file),
+            tls_cert: flags.tls_cert.or(self.tls_cert),
+            tls_key: flags.tls_key.or(self.tls_key),
         }
     }
 
@@ -224,6 +238,23 @@ impl NodeSettings {
                 ));
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(NodeConfigError::key("tls_key", "required with tls_cert"))
+            }
+            (None, Some(_)) => {
+                return Err(NodeConfigError::key("tls_cert", "required with tls_key"))
+            }
+            (None, None) => {
+                if let Some(addr) = listen.iter().find(|a| is_secure_websocket(a)) {
+                    return Err(NodeConfigError::key(
+                        "tls_cert",
+                        format!("required: the listen address {addr} is a secure WebSocket"),
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {}
+        }
         let config = NodeConfig {
             listen,
             external,
@@ -244,6 +275,8 @@ impl NodeSettings {
             drain_timeout,
             admin,
             admin_token_file: self.admin_token_file,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         };
         config.relay_config()?;
         Ok(config)
@@ -277,6 +310,10 @@ pub struct NodeConfig {
     pub admin: Option<SocketAddr>,
     /// File holding the admin token, if any.
     pub admin_token_file: Option<PathBuf>,
+    /// TLS certificate chain for secure WebSocket, if any (always with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, if any (always with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -330,6 +367,15 @@ impl NodeConfig {
         Ok(Some(settings))
     }
 
+    /// The certificate and key for secure WebSocket, read from `tls_cert` and `tls_key`;
+    /// `None` if they are not set.
+    pub fn websocket_tls(&self) -> Result<Option<WebsocketTls>, NodeError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => WebsocketTls::from_pem_files(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Every key with its value, as the config file takes them.
     pub fn to_settings(&self) -> NodeSettings {
         let strings = |v: &[Multiaddr]| v.iter().map(|a| a.to_string()).collect();
@@ -346,6 +392,8 @@ impl NodeConfig {
             drain_timeout: Some(self.drain_timeout.as_secs()),
             admin: self.admin.map(|a| a.to_string()),
             admin_token_file: self.admin_token_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 

@@ -102,6 +102,7 @@ pub async fn run(
         .as_deref()
         .map(load_or_create_keypair)
         .transpose()?;
+    let websocket_tls = config.websocket_tls()?;
 
     let mut admin = match admin_settings {
         Some(settings) => {
@@ -114,6 +115,9 @@ pub async fn run(
     let mut builder = RelayNodeBuilder::new().config(relay_config);
     if let Some(keypair) = keypair {
         builder = builder.keypair(keypair);
+    }
+    if let Some(tls) = websocket_tls {
+        builder = builder.websocket_tls(tls);
     }
     for addr in &config.listen {
         builder = builder.listen_on(addr.clone());

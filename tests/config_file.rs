@@ -13,7 +13,7 @@ use macula_relay::node_config::{NodeConfig, NodeSettings};
 
 /// Every key, none at its default.
 const EVERY_KEY: &str = r#"
-listen = ["/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"]
+listen = ["/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1", "/ip4/127.0.0.1/tcp/4102/ws", "/ip4/127.0.0.1/tcp/4103/tls/ws"]
 external = ["/dns4/relay.example.net/tcp/4101"]
 key_file = "/var/lib/macula-relay/relay.key"
 max_sessions = 7
@@ -25,9 +25,11 @@ reservation_ttl = 600
 drain_timeout = 5
 admin = "127.0.0.1:9333"
 admin_token_file = "/etc/macula-relay/admin.token"
+tls_cert = "/etc/macula-relay/fullchain.pem"
+tls_key = "/etc/macula-relay/privkey.pem"
 "#;
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 14] = [
     "listen",
     "external",
     "key_file",
@@ -40,6 +42,8 @@ const KEYS: [&str; 12] = [
     "drain_timeout",
     "admin",
     "admin_token_file",
+    "tls_cert",
+    "tls_key",
 ];
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -65,7 +69,15 @@ fn every_key_round_trips() {
     assert_eq!(config.reservation_ttl, Duration::from_secs(600));
     assert_eq!(config.drain_timeout, Duration::from_secs(5));
     assert_eq!(config.admin, Some("127.0.0.1:9333".parse().unwrap()));
-    assert_eq!(config.listen.len(), 2);
+    assert_eq!(config.listen.len(), 4);
+    assert_eq!(
+        config.tls_cert.as_deref(),
+        Some(Path::new("/etc/macula-relay/fullchain.pem"))
+    );
+    assert_eq!(
+        config.tls_key.as_deref(),
+        Some(Path::new("/etc/macula-relay/privkey.pem"))
+    );
     assert_eq!(config.external.len(), 1);
 
     // Library: printed and read back, the same configuration, with every key present.
@@ -116,6 +128,8 @@ fn flags_override_the_file() {
         "/ip4/127.0.0.1/tcp/4999",
         "--drain-timeout",
         "0",
+        "--tls-cert",
+        "/tmp/other.pem",
         "--print-config",
     ]);
     assert!(
@@ -130,8 +144,16 @@ fn flags_override_the_file() {
         vec!["/ip4/127.0.0.1/tcp/4999".parse().unwrap()]
     );
     assert_eq!(config.drain_timeout, Duration::ZERO);
+    assert_eq!(
+        config.tls_cert.as_deref(),
+        Some(Path::new("/tmp/other.pem"))
+    );
     // Keys without a flag on the command line keep the file's value.
     assert_eq!(config.max_reservations, 11);
+    assert_eq!(
+        config.tls_key.as_deref(),
+        Some(Path::new("/etc/macula-relay/privkey.pem"))
+    );
     assert_eq!(config.session_timeout, Some(Duration::from_secs(90)));
 }
 
@@ -178,6 +200,11 @@ fn bad_values_are_refused_with_the_key_name() {
         ("admin = \"localhost\"", "admin"),
         ("admin = \"0.0.0.0:9101\"", "admin_token_file"),
         ("admin_token_file = [\"a\"]", "admin_token_file"),
+        ("tls_cert = 1", "tls_cert"),
+        ("tls_cert = \"/c.pem\"", "tls_key"),
+        ("tls_key = \"/k.pem\"", "tls_cert"),
+        ("listen = [\"/ip4/127.0.0.1/tcp/1/tls/ws\"]", "tls_cert"),
+        ("listen = [\"/ip4/127.0.0.1/tcp/1/wss\"]", "tls_cert"),
     ];
     for (text, key) in cases {
         let error = resolve(text).unwrap_err();
