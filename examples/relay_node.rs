@@ -99,6 +99,13 @@ struct RunArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PATH")]
     tls_key: Option<PathBuf>,
+    /// Join the relay registry's DHT through this peer (`/…/p2p/<peer id>`; repeatable). Without
+    /// any, the node is a DHT (bootstrap) node others join through.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Run without the relay registry: no DHT, no registration.
+    #[arg(long)]
+    no_registry: bool,
 }
 
 impl RunArgs {
@@ -121,6 +128,8 @@ impl RunArgs {
             admin_token_file: self.admin_token_file.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            registry: self.no_registry.then_some(false),
+            bootstrap: strings(&self.bootstrap),
         }
     }
 

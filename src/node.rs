@@ -12,7 +12,7 @@ use libp2p::{
     identify,
     identity::Keypair,
     noise, ping,
-    swarm::NetworkBehaviour,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
     tcp, websocket, yamux, Multiaddr, Swarm, SwarmBuilder, Transport,
 };
 
@@ -32,6 +32,33 @@ pub struct RelayNodeBehaviour {
     pub identify: identify::Behaviour,
     /// Ping.
     pub ping: ping::Behaviour,
+    /// The relay registry with the node's Kademlia, if enabled with
+    /// [`RelayNodeBuilder::registry`]; call [`sync_registry`](Self::sync_registry) after every
+    /// swarm event.
+    pub registry: Toggle<NodeRegistry>,
+}
+
+/// The registry behaviour of a relay node ([`crate::registry::Behaviour`] with the `registry`
+/// feature).
+#[cfg(feature = "registry")]
+pub type NodeRegistry = crate::registry::Behaviour;
+/// The registry behaviour of a relay node (none without the `registry` feature).
+#[cfg(not(feature = "registry"))]
+pub type NodeRegistry = libp2p::swarm::dummy::Behaviour;
+
+/// The DHT protocol of relay nodes' Kademlia.
+#[cfg(feature = "registry")]
+pub const KAD_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/macula/kad/1.0.0");
+
+impl RelayNodeBehaviour {
+    /// Lets the registry read the relay's status, load and addresses (it registers, republishes
+    /// or withdraws accordingly). Call it after every swarm event; it is cheap.
+    pub fn sync_registry(&mut self) {
+        #[cfg(feature = "registry")]
+        if let Some(registry) = self.registry.as_mut() {
+            registry.observe_relay(&self.relay);
+        }
+    }
 }
 
 /// Events of a [`RelayNodeBehaviour`].
@@ -43,6 +70,23 @@ pub enum RelayNodeEvent {
     Identify(Box<identify::Event>),
     /// From ping.
     Ping(ping::Event),
+    /// From the registry.
+    #[cfg(feature = "registry")]
+    Registry(Box<crate::registry::Event>),
+}
+
+#[cfg(feature = "registry")]
+impl From<crate::registry::Event> for RelayNodeEvent {
+    fn from(event: crate::registry::Event) -> Self {
+        RelayNodeEvent::Registry(Box::new(event))
+    }
+}
+
+#[cfg(not(feature = "registry"))]
+impl From<std::convert::Infallible> for RelayNodeEvent {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 impl From<crate::Event> for RelayNodeEvent {
@@ -63,9 +107,31 @@ impl From<ping::Event> for RelayNodeEvent {
     }
 }
 
+/// The peer ids of bootstrap addresses, which must end with `/p2p/<peer id>`.
+fn bootstrap_peers(addrs: &[Multiaddr]) -> Result<Vec<(libp2p::PeerId, Multiaddr)>, NodeError> {
+    addrs
+        .iter()
+        .map(|addr| match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Ok((peer, addr.clone())),
+            _ => Err(NodeError::Bootstrap {
+                addr: addr.clone(),
+                error: "a bootstrap address must end with /p2p/<peer id>".into(),
+            }),
+        })
+        .collect()
+}
+
 /// Why a relay node could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// A bootstrap address is unusable.
+    #[error("bootstrap address {addr}: {error}")]
+    Bootstrap {
+        /// The address.
+        addr: Multiaddr,
+        /// What is wrong.
+        error: String,
+    },
     /// A transport could not be set up.
     #[error("transport setup failed: {0}")]
     Transport(String),
@@ -180,6 +246,9 @@ pub struct RelayNodeBuilder {
     external: Vec<Multiaddr>,
     idle_connection_timeout: Duration,
     websocket_tls: Option<WebsocketTls>,
+    #[cfg(feature = "registry")]
+    registry: Option<crate::registry::RegistryConfig>,
+    bootstrap: Vec<Multiaddr>,
 }
 
 impl Default for RelayNodeBuilder {
@@ -199,7 +268,28 @@ impl RelayNodeBuilder {
             external: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
             websocket_tls: None,
+            #[cfg(feature = "registry")]
+            registry: None,
+            bootstrap: Vec::new(),
         }
+    }
+
+    /// Runs the relay registry (and Kademlia, protocol [`KAD_PROTOCOL`]) with this
+    /// configuration: the node registers as a relay when enabled and capable, and serves as a
+    /// DHT (bootstrap) node. Off by default.
+    #[cfg(feature = "registry")]
+    pub fn registry(mut self, config: crate::registry::RegistryConfig) -> Self {
+        self.registry = Some(config);
+        self
+    }
+
+    /// Joins the DHT through this peer (`/…/p2p/<peer id>`; repeatable). Turns the registry on
+    /// with its defaults if [`registry`](Self::registry) was not called.
+    #[cfg(feature = "registry")]
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.registry.get_or_insert_with(Default::default);
+        self.bootstrap.push(addr);
+        self
     }
 
     /// The node's identity.
@@ -268,8 +358,11 @@ impl RelayNodeBuilder {
                 });
             }
         }
+        let bootstrap = bootstrap_peers(&self.bootstrap)?;
         let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
         let config = self.config;
+        #[cfg(feature = "registry")]
+        let registry_config = self.registry;
         let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
         let websocket = websocket_transport(
             noise::Config::new(&keypair).map_err(|e| transport(&e))?,
@@ -295,6 +388,12 @@ impl RelayNodeBuilder {
                         .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 ping: ping::Behaviour::default(),
+                #[cfg(feature = "registry")]
+                registry: registry_config
+                    .map(|c| crate::registry::Behaviour::with_protocol(key, KAD_PROTOCOL, c))
+                    .into(),
+                #[cfg(not(feature = "registry"))]
+                registry: None.into(),
             })
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(self.idle_connection_timeout))
@@ -310,6 +409,19 @@ impl RelayNodeBuilder {
         for addr in self.external {
             swarm.add_external_address(addr);
         }
+        #[cfg(feature = "registry")]
+        if let Some(registry) = swarm.behaviour_mut().registry.as_mut() {
+            let kad = registry.kad_mut();
+            for (peer, addr) in &bootstrap {
+                kad.add_address(peer, addr.clone());
+            }
+            if !bootstrap.is_empty() {
+                let _ = kad.bootstrap();
+            }
+        }
+        #[cfg(not(feature = "registry"))]
+        let _ = bootstrap;
+        swarm.behaviour_mut().sync_registry();
         Ok(swarm)
     }
 }

@@ -22,6 +22,8 @@
 //! admin_token_file = "/etc/macula-relay/admin.token"
 //! tls_cert = "/etc/macula-relay/fullchain.pem"  # for /tls/ws (/wss) listen addresses
 //! tls_key = "/etc/macula-relay/privkey.pem"
+//! registry = true            # relay registry on Kademlia (docs/registry.md)
+//! bootstrap = ["/ip4/203.0.113.1/tcp/4001/p2p/12D3KooW..."]  # DHT peers to join through
 //! ```
 
 use std::{
@@ -93,6 +95,13 @@ pub struct NodeSettings {
     /// The private key (PEM) of `tls_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Run the relay registry on Kademlia (default true): register when enabled and capable,
+    /// serve as a DHT node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<bool>,
+    /// DHT peers to join through (multiaddrs ending with `/p2p/<peer id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Vec<String>>,
 }
 
 /// A config file or value the node refuses. The message names the key.
@@ -187,6 +196,8 @@ impl NodeSettings {
             admin_token_file: flags.admin_token_file.or(self.admin_token_file),
             tls_cert: flags.tls_cert.or(self.tls_cert),
             tls_key: flags.tls_key.or(self.tls_key),
+            registry: flags.registry.or(self.registry),
+            bootstrap: flags.bootstrap.or(self.bootstrap),
         }
     }
 
@@ -277,7 +288,12 @@ impl NodeSettings {
             admin_token_file: self.admin_token_file,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            registry: self.registry.unwrap_or(true),
+            bootstrap: bootstrap_addrs(&self.bootstrap.unwrap_or_default())?,
         };
+        if !config.registry && !config.bootstrap.is_empty() {
+            return Err(NodeConfigError::key("bootstrap", "needs registry = true"));
+        }
         config.relay_config()?;
         Ok(config)
     }
@@ -314,6 +330,10 @@ pub struct NodeConfig {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key, if any (always with `tls_cert`).
     pub tls_key: Option<PathBuf>,
+    /// Whether the relay registry runs.
+    pub registry: bool,
+    /// DHT peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
 }
 
 impl Default for NodeConfig {
@@ -394,6 +414,8 @@ impl NodeConfig {
             admin_token_file: self.admin_token_file.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            registry: Some(self.registry),
+            bootstrap: Some(strings(&self.bootstrap)),
         }
     }
 
@@ -403,6 +425,23 @@ impl NodeConfig {
             .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         format!("# effective relay node configuration\n{body}")
     }
+}
+
+/// Bootstrap addresses: multiaddrs ending with `/p2p/<peer id>`.
+fn bootstrap_addrs(list: &[String]) -> Result<Vec<Multiaddr>, NodeConfigError> {
+    let addrs = multiaddrs("bootstrap", list)?;
+    for addr in &addrs {
+        if !matches!(
+            addr.iter().last(),
+            Some(libp2p::core::multiaddr::Protocol::P2p(_))
+        ) {
+            return Err(NodeConfigError::key(
+                "bootstrap",
+                format!("{addr} does not end with /p2p/<peer id>"),
+            ));
+        }
+    }
+    Ok(addrs)
 }
 
 fn multiaddrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>, NodeConfigError> {

@@ -119,6 +119,13 @@ pub async fn run(
     if let Some(tls) = websocket_tls {
         builder = builder.websocket_tls(tls);
     }
+    #[cfg(feature = "registry")]
+    if config.registry {
+        builder = builder.registry(Default::default());
+        for addr in &config.bootstrap {
+            builder = builder.bootstrap(addr.clone());
+        }
+    }
     for addr in &config.listen {
         builder = builder.listen_on(addr.clone());
     }
@@ -172,6 +179,8 @@ pub async fn run(
             }
             _ = check.tick(), if drain.is_some() => {}
         }
+        // The registry follows the relay's status and load (registers, republishes, withdraws).
+        swarm.behaviour_mut().sync_registry();
         if let Some(d) = &drain {
             let stats = swarm.behaviour().relay.stats();
             let live = stats.active_sessions + stats.pending_sessions;

@@ -71,7 +71,10 @@ impl Behaviour {
                 self.schedule.on_published(state, now);
                 self.provide(now);
                 self.put(&record);
-                tracing::info!(shard = ?self.provided_shard, "relay registered");
+                tracing::info!(
+                    shard = shard_of(&self.local, self.config.shards),
+                    "relay registered"
+                );
                 self.emit(Event::Registered { record });
             }
             Some(Action::Republish(reason)) => {
@@ -88,6 +91,7 @@ impl Behaviour {
                     self.inner.kad.stop_providing(&key);
                 }
                 self.reprovide_at = None;
+                self.reput_at = None;
                 self.put(&record);
                 tracing::info!(?reason, "relay withdrawn from the registry");
                 self.emit(Event::Withdrawn { reason, record });
@@ -96,6 +100,12 @@ impl Behaviour {
         }
         if self.reprovide_at.is_some_and(|at| now >= at) {
             self.provide(now);
+        }
+        if self.reput_at.is_some_and(|at| now >= at) {
+            self.reput_at = None;
+            if let Some((record, _)) = self.current.clone() {
+                self.put(&record);
+            }
         }
     }
 
@@ -131,7 +141,7 @@ impl Behaviour {
         );
         match self.inner.kad.start_providing(key.clone()) {
             Ok(query) => {
-                self.queries.insert(query, Query::Publish);
+                self.queries.insert(query, Query::ProvideShard);
             }
             Err(e) => tracing::warn!("cannot provide the shard key: {e}"),
         }
@@ -158,7 +168,7 @@ impl Behaviour {
         dht_record.expires = Some(Instant::now() + lifetime);
         match self.inner.kad.put_record(dht_record, Quorum::One) {
             Ok(query) => {
-                self.queries.insert(query, Query::Publish);
+                self.queries.insert(query, Query::Put);
             }
             Err(e) => tracing::warn!("cannot store the relay record: {e}"),
         }

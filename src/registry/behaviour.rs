@@ -5,7 +5,7 @@
 //! side ([`client`](super::client)).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
@@ -54,9 +54,16 @@ pub(super) enum Query {
     Record(DiscoveryId, PeerId),
     /// The target's locator `GET_PROVIDERS` in a session request.
     Locate(RequestId),
-    /// Our own provider announcement or record publication.
-    Publish,
+    /// Our shard-key provider announcement.
+    ProvideShard,
+    /// Our locator-key provider announcement.
+    ProvideLocator,
+    /// Our record publication (records mode).
+    Put,
 }
+
+/// How soon a publication that reached no peer (e.g. before the DHT was joined) is retried.
+pub(super) const PUBLISH_RETRY: Duration = Duration::from_secs(5);
 
 /// The relay registry. Compose it into the swarm next to the relay (relay side) and/or a
 /// `relay::client` (client side); see the [module documentation](super).
@@ -66,12 +73,18 @@ pub struct Behaviour {
     pub(super) local: PeerId,
     pub(super) keypair: Keypair,
     pub(super) external: ExternalAddresses,
+    /// Addresses peers announced (identify), for kad peers it cannot route to.
+    peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// kad peers without a known address.
+    unroutable: HashSet<PeerId>,
     // Relay side.
     pub(super) relay: Option<RelayState>,
     pub(super) schedule: Schedule,
     pub(super) current: Option<(RelayRecord, Vec<u8>)>,
     pub(super) provided_shard: Option<RecordKey>,
     pub(super) reprovide_at: Option<Instant>,
+    pub(super) reput_at: Option<Instant>,
+    pub(super) locator_retry_at: Option<Instant>,
     // Reading side.
     pub(super) freshness: Freshness,
     pub(super) discoveries: HashMap<DiscoveryId, Discovery>,
@@ -124,10 +137,14 @@ impl Behaviour {
             local,
             keypair: keypair.clone(),
             external: ExternalAddresses::default(),
+            peer_addrs: HashMap::new(),
+            unroutable: HashSet::new(),
             relay: None,
             current: None,
             provided_shard: None,
             reprovide_at: None,
+            reput_at: None,
+            locator_retry_at: None,
             freshness: Freshness::default(),
             discoveries: HashMap::new(),
             queries: HashMap::new(),
@@ -250,13 +267,80 @@ impl Behaviour {
                         self.on_record_result(discovery, relay, result, step.last, &stats)
                     }
                     Query::Locate(request) => self.on_locate_result(id, request, result, step.last),
-                    Query::Publish => {
-                        tracing::debug!(?result, "registry publication progressed")
+                    Query::ProvideShard | Query::ProvideLocator | Query::Put if step.last => {
+                        let failed = matches!(
+                            result,
+                            kad::QueryResult::StartProviding(Err(_))
+                                | kad::QueryResult::PutRecord(Err(_))
+                        ) || stats.num_successes() == 0;
+                        tracing::debug!(
+                            ?query,
+                            failed,
+                            peers = stats.num_successes(),
+                            "registry publication done"
+                        );
+                        if failed {
+                            let retry = Some(Instant::now() + PUBLISH_RETRY);
+                            match query {
+                                Query::ProvideShard => self.reprovide_at = retry,
+                                Query::ProvideLocator => self.locator_retry_at = retry,
+                                _ => self.reput_at = retry,
+                            }
+                        }
                     }
+                    _ => {}
                 }
             }
             kad::Event::InboundRequest { request } => self.on_inbound_request(request),
+            kad::Event::UnroutablePeer { peer } => {
+                match self.peer_addrs.remove(&peer) {
+                    Some(addrs) => {
+                        for addr in addrs {
+                            self.inner.kad.add_address(&peer, addr);
+                        }
+                    }
+                    None => {
+                        bounded_insert(&mut self.unroutable, peer);
+                    }
+                }
+                self.emit(Event::Kad(Box::new(kad::Event::UnroutablePeer { peer })));
+            }
             other => self.emit(Event::Kad(Box::new(other))),
+        }
+    }
+}
+
+/// Most peers remembered for address learning.
+const MAX_REMEMBERED_PEERS: usize = 1024;
+
+fn bounded_insert(set: &mut HashSet<PeerId>, peer: PeerId) {
+    if set.len() >= MAX_REMEMBERED_PEERS {
+        set.clear();
+    }
+    set.insert(peer);
+}
+
+impl Behaviour {
+    /// A peer's address, as identify (or another behaviour) reported it: kad learns it if kad
+    /// found the peer speaking the DHT protocol without a routable address (an inbound
+    /// connection), so the application does not have to feed identify into kad.
+    fn on_peer_address(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if addr
+            .iter()
+            .any(|p| p == libp2p::core::multiaddr::Protocol::P2pCircuit)
+        {
+            return;
+        }
+        if self.unroutable.remove(&peer) {
+            self.inner.kad.add_address(&peer, addr.clone());
+            return;
+        }
+        if self.peer_addrs.len() >= MAX_REMEMBERED_PEERS {
+            self.peer_addrs.clear();
+        }
+        let addrs = self.peer_addrs.entry(peer).or_default();
+        if !addrs.contains(addr) && addrs.len() < 8 {
+            addrs.push(addr.clone());
         }
     }
 }
@@ -329,6 +413,9 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         if self.external.on_swarm_event(&event) {
             self.wake();
+        }
+        if let FromSwarm::NewExternalAddrOfPeer(e) = &event {
+            self.on_peer_address(e.peer_id, e.addr);
         }
         self.on_client_swarm_event(&event);
         self.inner.on_swarm_event(event);

@@ -76,6 +76,16 @@ impl Behaviour {
     }
 
     pub(super) fn drive_reservations(&mut self, now: Instant) {
+        if self.locator_retry_at.is_some_and(|at| now >= at) {
+            self.locator_retry_at = None;
+            if self
+                .plan
+                .held()
+                .any(|(_, h)| *h == super::plan::Held::Active)
+            {
+                self.provide_locator();
+            }
+        }
         if self.plan.needs_more() && self.rediscover_at.is_some_and(|at| now >= at) {
             self.apply_plan(now);
         }
@@ -334,14 +344,12 @@ impl Behaviour {
                 peer_id,
                 connection_id,
                 ..
-            }) => {
-                if self.sessions.remove(connection_id).is_some() {
-                    self.emit(Event::RelaySessionClosed {
-                        session: RelaySessionId(*connection_id),
-                        target: *peer_id,
-                    });
-                    self.wake();
-                }
+            }) if self.sessions.remove(connection_id).is_some() => {
+                self.emit(Event::RelaySessionClosed {
+                    session: RelaySessionId(*connection_id),
+                    target: *peer_id,
+                });
+                self.wake();
             }
             _ => {}
         }
@@ -395,7 +403,7 @@ impl Behaviour {
         let key = locator_key(&self.config.namespace, &self.local);
         match self.inner.kad.start_providing(key) {
             Ok(query) => {
-                self.queries.insert(query, Query::Publish);
+                self.queries.insert(query, Query::ProvideLocator);
             }
             Err(e) => tracing::warn!("cannot announce the locator key: {e}"),
         }

@@ -34,7 +34,7 @@ pub struct NetNode {
     pub relay: Toggle<macula_relay::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub registry: registry::Behaviour,
-    pub identify: identify::Behaviour,
+    pub identify: Toggle<identify::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
 }
 
@@ -60,6 +60,8 @@ pub struct PeerSpec {
     pub memory: bool,
     /// Identity (a fresh one if `None`).
     pub keypair: Option<Keypair>,
+    /// Run identify (its signed peer records cost two signatures per connection).
+    pub identify: bool,
 }
 
 impl PeerSpec {
@@ -71,6 +73,7 @@ impl PeerSpec {
             registry,
             memory: false,
             keypair: None,
+            identify: true,
         }
     }
 
@@ -118,10 +121,15 @@ fn build(spec: &PeerSpec) -> Swarm<NetNode> {
             .into(),
         relay_client,
         registry: registry::Behaviour::with_protocol(key, KAD_PROTOCOL, spec.registry.clone()),
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/macula-test/1.0.0".into(),
-            key.public(),
-        )),
+        identify: spec
+            .identify
+            .then(|| {
+                identify::Behaviour::new(identify::Config::new(
+                    "/macula-test/1.0.0".into(),
+                    key.public(),
+                ))
+            })
+            .into(),
         stream: libp2p_stream::Behaviour::new(),
     };
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
@@ -131,11 +139,18 @@ fn build(spec: &PeerSpec) -> Swarm<NetNode> {
             .with_other_transport(|key| {
                 MemoryTransport::default()
                     .upgrade(Version::V1)
-                    .authenticate(noise::Config::new(key).unwrap())
+                    // Plaintext: hundreds of peers' handshakes in a debug build would
+                    // otherwise spend the whole test in X25519.
+                    .authenticate(libp2p::plaintext::Config::new(key))
                     .multiplex(yamux::Config::default())
             })
             .unwrap()
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(
+                |key: &Keypair| {
+                    Ok::<_, std::convert::Infallible>(libp2p::plaintext::Config::new(key))
+                },
+                yamux::Config::default,
+            )
             .unwrap()
             .with_behaviour(behaviour)
             .unwrap()
@@ -207,22 +222,16 @@ impl NetPeer {
                         None => break,
                     },
                     event = swarm.select_next_some() => match event {
+                        // The DHT's own events are not needed by the tests.
+                        SwarmEvent::Behaviour(NetNodeEvent::Registry(registry::Event::Kad(_))) => {}
                         SwarmEvent::Behaviour(NetNodeEvent::Registry(e)) => {
                             let _ = tx.send(NodeEvent::Registry(e));
                         }
                         SwarmEvent::Behaviour(NetNodeEvent::Relay(e)) => {
                             let _ = tx.send(NodeEvent::Relay(e));
                         }
-                        SwarmEvent::Behaviour(NetNodeEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                            if info.protocols.contains(&KAD_PROTOCOL) {
-                                let kad = swarm.behaviour_mut().registry.kad_mut();
-                                for addr in info.listen_addrs {
-                                    if !addr.iter().any(|p| p == Protocol::P2pCircuit) {
-                                        kad.add_address(&peer_id, addr);
-                                    }
-                                }
-                            }
-                        }
+                        // No identify -> kad glue: the registry feeds kad the addresses identify
+                        // reports for DHT peers it cannot route to.
                         _ => {}
                     },
                 }
@@ -251,6 +260,17 @@ impl NetPeer {
             }))
             .expect("peer task alive");
         rx.await.expect("peer task answered")
+    }
+
+    /// Adds `peers` to this peer's routing table (no lookups: a prepared DHT).
+    pub async fn add_peers(&self, peers: Vec<(PeerId, Multiaddr)>) {
+        self.with(move |s| {
+            let kad = s.behaviour_mut().registry.kad_mut();
+            for (peer, addr) in peers {
+                kad.add_address(&peer, addr);
+            }
+        })
+        .await
     }
 
     /// The bootstrap handle of this peer.
