@@ -27,9 +27,11 @@ admin = "127.0.0.1:9333"
 admin_token_file = "/etc/macula-relay/admin.token"
 tls_cert = "/etc/macula-relay/fullchain.pem"
 tls_key = "/etc/macula-relay/privkey.pem"
+registry = true
+bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
 "#;
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 16] = [
     "listen",
     "external",
     "key_file",
@@ -44,6 +46,8 @@ const KEYS: [&str; 14] = [
     "admin_token_file",
     "tls_cert",
     "tls_key",
+    "registry",
+    "bootstrap",
 ];
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -79,6 +83,8 @@ fn every_key_round_trips() {
         Some(Path::new("/etc/macula-relay/privkey.pem"))
     );
     assert_eq!(config.external.len(), 1);
+    assert!(config.registry);
+    assert_eq!(config.bootstrap.len(), 1);
 
     // Library: printed and read back, the same configuration, with every key present.
     let printed = config.to_toml();
