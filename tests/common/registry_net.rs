@@ -62,6 +62,8 @@ pub struct PeerSpec {
     pub keypair: Option<Keypair>,
     /// Run identify (its signed peer records cost two signatures per connection).
     pub identify: bool,
+    /// The DHT protocol.
+    pub kad_protocol: StreamProtocol,
 }
 
 impl PeerSpec {
@@ -74,6 +76,7 @@ impl PeerSpec {
             memory: false,
             keypair: None,
             identify: true,
+            kad_protocol: KAD_PROTOCOL,
         }
     }
 
@@ -120,7 +123,11 @@ fn build(spec: &PeerSpec) -> Swarm<NetNode> {
             .map(|c| macula_relay::Behaviour::new(key.clone(), c))
             .into(),
         relay_client,
-        registry: registry::Behaviour::with_protocol(key, KAD_PROTOCOL, spec.registry.clone()),
+        registry: registry::Behaviour::with_protocol(
+            key,
+            spec.kad_protocol.clone(),
+            spec.registry.clone(),
+        ),
         identify: spec
             .identify
             .then(|| {
