@@ -4,6 +4,7 @@
 //! knows only the first node discovers exactly the two registered relays.
 #![cfg(feature = "registry")]
 
+#[allow(dead_code)]
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/registry_net.rs"]
