@@ -13,7 +13,7 @@ use super::{
 /// Why a record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    /// Larger than [`MAX_RECORD_BYTES`](super::MAX_RECORD_BYTES) or with too many addresses.
+    /// Larger than [`MAX_RECORD_BYTES`] or with too many addresses.
     #[error("record too large")]
     TooLarge,
     /// Not a valid envelope or record.
@@ -45,7 +45,7 @@ pub enum RecordError {
     /// Issued further in the future than the tolerated clock skew.
     #[error("record issued in the future")]
     FromTheFuture,
-    /// Valid for longer than [`MAX_RECORD_TTL`](super::MAX_RECORD_TTL), or expiring before
+    /// Valid for longer than [`MAX_RECORD_TTL`], or expiring before
     /// it was issued.
     #[error("record validity window is invalid or longer than allowed")]
     BadValidity,
