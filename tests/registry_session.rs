@@ -180,3 +180,132 @@ async fn a_peer_found_by_id_is_reached_through_a_discovered_relay_and_the_sessio
     assert!(bytes_up > 21 && bytes_down > 21);
     println!("session {session} via {via}: {bytes_up} B up, {bytes_down} B down, closed by id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_moves_to_the_next_best_relay_when_its_relay_disappears() {
+    registry_net::init_tracing();
+    let reg = registry::RegistryConfig::default();
+    let boot = NetPeer::start(PeerSpec::dht(reg.clone()), None).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
+    }
+    let relay_config = Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
+        .build()
+        .unwrap();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let mut relay = NetPeer::start(
+            PeerSpec::relay(reg.clone(), relay_config.clone(), true),
+            Some(boot.boot()),
+        )
+        .await;
+        relay
+            .expect("relay registered", |e| match e {
+                NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
+                _ => None,
+            })
+            .await;
+        relays.push(relay);
+    }
+
+    // The target discovers all three relays, then keeps two reservations.
+    let mut target = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
+    let (found, _, _) = target
+        .discover_until(40, Duration::from_millis(500), |r| r.len() == 3)
+        .await;
+    assert_eq!(found.len(), 3);
+    target
+        .with(|s| s.behaviour_mut().registry.reserve_on_best(2))
+        .await;
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let relay = target
+            .expect("reservation accepted", |e| match e {
+                NodeEvent::Registry(registry::Event::ReservationAccepted { relay, .. }) => {
+                    Some(relay)
+                }
+                _ => None,
+            })
+            .await;
+        held.push(relay);
+    }
+
+    // One of them goes away: the reservation is lost and moves to the third relay.
+    let gone = held[0];
+    let spare = relays
+        .iter()
+        .map(|r| r.peer_id)
+        .find(|p| !held.contains(p))
+        .unwrap();
+    let index = relays.iter().position(|r| r.peer_id == gone).unwrap();
+    drop(relays.remove(index));
+    let lost = target
+        .expect("reservation lost", |e| match e {
+            NodeEvent::Registry(registry::Event::ReservationLost { failure }) => Some(failure),
+            _ => None,
+        })
+        .await;
+    assert_eq!(lost.relay, gone);
+    let (from, to) = target
+        .expect("reservation moved", |e| match e {
+            NodeEvent::Registry(registry::Event::ReservationMoved { from, to }) => Some((from, to)),
+            _ => None,
+        })
+        .await;
+    assert_eq!((from, to), (gone, spare));
+    let mut now_held = target.with(|s| s.behaviour().registry.reservations()).await;
+    now_held.sort();
+    let mut expected = vec![held[1], spare];
+    expected.sort();
+    assert_eq!(now_held, expected);
+    println!("reservation on {gone} lost ({lost}); moved to {spare}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_names_the_relay_and_the_status_it_answered() {
+    registry_net::init_tracing();
+    let reg = registry::RegistryConfig::default();
+    let relay_config = Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
+        .build()
+        .unwrap();
+    let relay = NetPeer::start(PeerSpec::relay(reg.clone(), relay_config, true), None).await;
+    let target = NetPeer::start(PeerSpec::client(reg.clone()), None).await;
+    let mut source = NetPeer::start(PeerSpec::client(reg), None).await;
+
+    // The target holds no reservation on the relay.
+    let (t, r, a) = (target.peer_id, relay.peer_id, relay.addr.clone());
+    source
+        .with(move |s| s.behaviour_mut().registry.request_relay_via(t, r, Some(a)))
+        .await;
+    let error = source
+        .expect("request failed", |e| match e {
+            NodeEvent::Registry(registry::Event::RelaySessionFailed { error, .. }) => Some(error),
+            NodeEvent::Registry(registry::Event::RelaySessionOpened { .. }) => {
+                panic!("connected without a reservation")
+            }
+            _ => None,
+        })
+        .await;
+    println!("{error}");
+    let registry::SessionError::RelaysFailed(failures) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].relay, relay.peer_id);
+    assert_eq!(
+        failures[0].status,
+        Some(macula_relay::Status::NoReservation)
+    );
+    assert!(error.to_string().contains("NO_RESERVATION"), "{error}");
+    assert!(
+        error.to_string().contains(&relay.peer_id.to_string()),
+        "{error}"
+    );
+}
