@@ -9,8 +9,8 @@
 //!
 //! Modes (`bench_client [--relay ADDR] MODE ...`); each prints JSON lines on stdout:
 //! * `transfer --sessions S`: S targets (reserved on the relay, or listening) and S sources,
-//!   one circuit each; prints `ready`. Then on each stdin line `go BYTES`, every source sends
-//!   BYTES to its target at once over a new stream; the target answers with the count it
+//!   one circuit each; prints `ready`. Then on each stdin line `go BYTES [RATE]`, every source
+//!   sends BYTES to its target at once over a new stream (paced at RATE bytes/s if given); the target answers with the count it
 //!   received (receiver-confirmed); prints a `round` line with the time until the last
 //!   confirmation. `quit` or end of stdin ends the process.
 //! * `setup --targets T --sources S --sequential N --concurrent M --concurrency C`: T targets,
@@ -18,8 +18,8 @@
 //!   (each closed once up), timed from `dial` to `ConnectionEstablished` (relay CONNECT, STOP,
 //!   noise and yamux over the circuit); then M circuits with C in flight per source, for
 //!   circuits per second. Direct: the same over new TCP connections.
-//! * `reserve --count R`: R peers each connect to the relay and reserve; prints `reserved` and
-//!   holds them until stdin ends.
+//! * `reserve --count R [--deadline-secs D]`: R peers each connect to the relay and reserve
+//!   (none started after D seconds); prints `reserved` and holds them until stdin ends.
 //! * `idle --targets T --sources S --per-source K`: T targets reserve, S sources connect;
 //!   prints `connected`; on `go`, opens S*K circuits (source i to targets i..i+K mod T, no data),
 //!   prints `sessions` and holds them until stdin ends.
@@ -97,6 +97,9 @@ enum Mode {
     Reserve {
         #[arg(long)]
         count: usize,
+        /// Start no new reservation after this many seconds (0 = no deadline).
+        #[arg(long, default_value_t = 0)]
+        deadline_secs: u64,
     },
     Idle {
         #[arg(long)]
@@ -335,11 +338,16 @@ impl Peer {
     }
 }
 
-/// Sends `n` bytes to `target` on a new stream; returns once the target confirmed them.
+/// Chunk of a paced sender.
+const PACED_CHUNK: u64 = 16 * 1024;
+
+/// Sends `n` bytes to `target` on a new stream (at `rate` bytes/s if given, else as fast as
+/// the connection takes them); returns once the target confirmed them.
 async fn send(
     mut control: libp2p_stream::Control,
     target: PeerId,
     n: u64,
+    rate: Option<u64>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
     let mut stream = control
@@ -349,8 +357,15 @@ async fn send(
     let io = async {
         stream.write_all(&n.to_be_bytes()).await?;
         let mut left = n;
+        let paced_from = tokio::time::Instant::now();
         while left > 0 {
-            let len = left.min(CHUNK as u64) as usize;
+            let chunk = if rate.is_some() { PACED_CHUNK } else { CHUNK as u64 };
+            let len = left.min(chunk) as usize;
+            if let Some(rate) = rate {
+                let sent = n - left;
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until(paced_from + due).await;
+            }
             stream.write_all(&ZEROS[..len]).await?;
             left -= len as u64;
         }
@@ -620,11 +635,11 @@ async fn run(args: Args, nofile: u64) {
                     words.next().and_then(|w| w.parse::<u64>().ok()),
                 ) {
                     (Some("go"), Some(bytes)) => {
+                        let rate = words.next().and_then(|w| w.parse::<u64>().ok());
                         let started = Instant::now();
-                        let runs = sources
-                            .iter()
-                            .zip(targets.iter())
-                            .map(|(s, t)| tokio::spawn(send(s.control.clone(), t.id, bytes)));
+                        let runs = sources.iter().zip(targets.iter()).map(|(s, t)| {
+                            tokio::spawn(send(s.control.clone(), t.id, bytes, rate))
+                        });
                         let results = futures::future::join_all(runs).await;
                         let secs = started.elapsed().as_secs_f64();
                         let mut per: Vec<f64> = Vec::new();
@@ -707,12 +722,30 @@ async fn run(args: Args, nofile: u64) {
                         "first_error": errors.first()}),
             );
         }
-        Mode::Reserve { count } => {
+        Mode::Reserve {
+            count,
+            deadline_secs,
+        } => {
             let started = Instant::now();
             let peers = spawn_peers(base, count);
-            let (_, errors) = become_targets(&peers, relay, conc).await;
+            let deadline = (deadline_secs > 0).then(|| started + Duration::from_secs(deadline_secs));
+            let attempted = std::sync::atomic::AtomicUsize::new(0);
+            let results: Vec<_> = stream::iter(peers.iter())
+                .take_while(|_| {
+                    futures::future::ready(deadline.is_none_or(|d| Instant::now() < d))
+                })
+                .map(|p| {
+                    attempted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    p.become_target(relay)
+                })
+                .buffer_unordered(conc.max(1))
+                .collect()
+                .await;
+            let errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+            let attempted = attempted.into_inner();
             emit(
-                json!({"event": "reserved", "count": count - errors.len(), "failed": errors.len(),
+                json!({"event": "reserved", "count": attempted - errors.len(), "failed": errors.len(),
+                        "requested": count, "deadline_hit": attempted < count,
                         "first_error": errors.first(), "nofile": nofile,
                         "secs": started.elapsed().as_secs_f64()}),
             );

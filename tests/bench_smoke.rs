@@ -37,6 +37,8 @@ fn benchmark_runs_in_smoke_mode() {
     expect("setup_rate", &every);
     expect("single_cpu", &relays);
     expect("aggregate_cpu", &relays);
+    expect("paced_cpu", &relays);
+    expect("reservations_held", &relays);
     expect("rss_idle", &relays);
     expect("rss_reservations", &relays);
     expect("rss_sessions", &relays);
