@@ -2,6 +2,8 @@
 //! 127.0.0.1 TCP with noise and yamux.
 #![allow(dead_code)]
 
+pub mod interop;
+pub mod interop_client;
 pub mod process;
 pub mod transfer;
 

@@ -89,6 +89,11 @@ export function describeError (err) {
   const parts = []
   const walk = (e, depth) => {
     if (e == null || depth > 4) return
+    if (typeof Event !== 'undefined' && e instanceof Event) {
+      // e.g. an AbortSignal's 'abort' event given as the reason
+      parts.push(`${e.type} event${e.target?.reason != null ? `: ${e.target.reason.message ?? e.target.reason}` : ''}`)
+      return
+    }
     parts.push(String(e.message ?? e))
     if (Array.isArray(e.errors)) e.errors.forEach(x => walk(x, depth + 1))
     if (e.cause != null) walk(e.cause, depth + 1)

@@ -1,0 +1,497 @@
+//! Interop with unmodified js-libp2p peers (`interop/js`, js-libp2p 3.x with its default TCP,
+//! Noise and Yamux settings): they reserve on our relay, which runs as a real process (the
+//! example relay peer), connect through it, move data both ways hash-checked, report the `Limit`
+//! it sends, and get the spec status as an error when the relay refuses.
+//!
+//! Needs `interop/js/node_modules` (`npm ci`); see `common::interop`. Every scenario adds a row
+//! to the interop matrix (`interop/README.md`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    interop::{
+        js_source_transfer, js_target, js_target_transfer, peer_id_of, retry_on_js_monitor_abort,
+        rust_source_transfer, rust_target_transfer, rust_versions, size, Js, Row, BULK, READY_WAIT,
+    },
+    interop_client::RustPeer,
+    process::RelayProcess,
+    TestClient, TestRelay,
+};
+use macula_relay::node::yamux_config;
+use serde_json::Value;
+
+const SUITE: &str = "interop_js";
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+fn start_relay(extra: &[&str]) -> RelayProcess {
+    let mut args = vec!["--listen", "/ip4/127.0.0.1/tcp/0"];
+    args.extend_from_slice(extra);
+    RelayProcess::start(&args)
+}
+
+/// A js error line's spec status (`code`), after checking it is a relay refusal, not a timeout.
+fn refusal(status: std::process::ExitStatus, line: &Value) -> String {
+    assert_eq!(line["event"], "error", "expected an error, got {line}");
+    assert_eq!(status.code(), Some(2), "exit code 2 = error (3 = timeout)");
+    line["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Core scenario: js target reserves, js source dials through, 1 KiB and 64 MiB each way with
+/// js-libp2p's default muxer settings (the relay's bandwidth limit off so 64 MiB is quick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_target_and_js_source_through_the_relay_process() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    let relay = start_relay(&["--bandwidth", "0"]);
+    let relay_addr = relay.addr.to_string();
+
+    let mut row = Row::new(
+        SUITE,
+        "js-01",
+        "js-libp2p",
+        &versions,
+        "js target reserves on the relay",
+    );
+    row.step("starting the js target");
+    let (mut target, ready, circuit) =
+        js_target(&js, "js-target", &relay_addr, &["--probe-reserve"]).await;
+    let probe = &ready["reserve_probe"];
+    assert_eq!(probe["status"], "OK", "raw RESERVE reply: {probe}");
+    let expire_in = ready["reservation"]["expire_in_s"].as_i64().unwrap();
+    assert!(
+        (3590..=3600).contains(&expire_in),
+        "reservation TTL {expire_in} s, relay default 3600"
+    );
+    let voucher = &ready["reservation"]["voucher"];
+    assert_eq!(
+        voucher["payload_type"], "0302",
+        "signed reservation voucher: {voucher}"
+    );
+    assert_eq!(
+        probe["limit"],
+        serde_json::json!({"duration": 1800, "data": null}),
+        "the default Limit: 30-minute sessions, no data cap"
+    );
+    row.pass(format!(
+        "RESERVE OK, expire in {expire_in} s, signed voucher (payload type 0x0302), Limit {{duration 1800, no data}}; circuit address announced"
+    ));
+
+    let mut row = Row::new(
+        SUITE,
+        "js-02",
+        "js-libp2p",
+        &versions,
+        "js source → relay → js target, 1 KiB each way",
+    );
+    row.step("js source dialing and transferring");
+    let result = js_source_transfer(&js, &circuit, KIB, KIB).await;
+    js_target_transfer(&mut target, KIB, KIB).await;
+    check_default_limits(&result);
+    row.pass(
+        "sha256 matches both ways on both sides; js connection.limits {seconds 1800, no bytes}",
+    );
+    drop(target);
+    drop(relay);
+
+    let n = 64 * MIB;
+    let row = Row::new(
+        SUITE,
+        "js-03",
+        "js-libp2p",
+        &versions,
+        &format!("js source → relay → js target, {} each way", size(n)),
+    );
+    let retried = retry_on_js_monitor_abort(&js, "js-03", || {
+        let js = js.clone();
+        async move {
+            let _bulk = BULK.lock().await;
+            let relay = start_relay(&["--bandwidth", "0"]);
+            let (mut target, _, circuit) =
+                js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
+            let result = js_source_transfer(&js, &circuit, n, n).await;
+            js_target_transfer(&mut target, n, n).await;
+            check_default_limits(&result);
+        }
+    })
+    .await;
+    row.pass(format!(
+        "sha256 matches both ways on both sides; js connection.limits {{seconds 1800, no bytes}}{}",
+        retry_note(retried)
+    ));
+}
+
+/// The relay's default `Limit` (30-minute sessions, no data cap) as js reports it.
+fn check_default_limits(result: &Value) {
+    let limits = &result["limits"];
+    assert!(limits["bytes"].is_null(), "no data limit: {limits}");
+    let seconds = limits["seconds"].as_f64().expect("a time limit");
+    assert!((1790.0..=1800.0).contains(&seconds), "js limits {limits}");
+}
+
+fn retry_note(retried: bool) -> &'static str {
+    if retried {
+        " (passed on the second attempt: in the first, js-libp2p's connection monitor aborted a connection whose ping took over 5 s on the busy machine)"
+    } else {
+        ""
+    }
+}
+
+const DEFAULT_YAMUX: &str = "rust peer with rust-libp2p's default yamux";
+const JS_SAFE_YAMUX: &str = "rust peer with macula_relay::node::yamux_config()";
+const JS_SAFE_NOTE: &str = "sha256 matches both ways on both sides. The rust peer needs macula_relay::node::yamux_config() for bulk data with js: with rust-yamux's defaults, js-yamux's frames over 1 MiB make the rust peer close the end-to-end connection (FrameTooLarge), an issue between the two peers' muxers, not the relay's";
+
+/// Mixed pair: stock rust-libp2p relay clients reserve, a js source dials them through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_target_and_js_source() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions().and(&rust_versions());
+    let relay = start_relay(&["--bandwidth", "0"]);
+
+    let mut row = Row::new(
+        SUITE,
+        "mix-01",
+        "js-libp2p × rust-libp2p",
+        &versions,
+        &format!("js source → relay → rust target ({DEFAULT_YAMUX}), 1 KiB each way"),
+    );
+    row.step("rust target reserving");
+    let mut target = TestClient::start().await;
+    target.reserve_on(relay.peer_id, relay.addr.clone()).await;
+    let mut served = target.serve_transfers();
+    let circuit = format!("{}/p2p-circuit/p2p/{}", relay.addr, target.peer_id);
+    row.step("js source dialing and transferring");
+    js_source_transfer(&js, &circuit, KIB, KIB).await;
+    rust_target_transfer(&mut served, KIB).await;
+    row.pass("sha256 matches both ways on both sides");
+    drop(relay);
+
+    let n = 64 * MIB;
+    let row = Row::new(
+        SUITE,
+        "mix-02",
+        "js-libp2p × rust-libp2p",
+        &versions,
+        &format!(
+            "js source → relay → rust target ({JS_SAFE_YAMUX}), {} each way",
+            size(n)
+        ),
+    );
+    let retried = retry_on_js_monitor_abort(&js, "mix-02", || {
+        let js = js.clone();
+        async move {
+            let _bulk = BULK.lock().await;
+            let relay = start_relay(&["--bandwidth", "0"]);
+            let mut target = RustPeer::start(yamux_config).await;
+            target.reserve_on(relay.peer_id, relay.addr.clone()).await;
+            let mut served = target.serve_transfers();
+            let circuit = format!("{}/p2p-circuit/p2p/{}", relay.addr, target.peer_id);
+            js_source_transfer(&js, &circuit, n, n).await;
+            rust_target_transfer(&mut served, n).await;
+        }
+    })
+    .await;
+    row.pass(format!("{JS_SAFE_NOTE}{}", retry_note(retried)));
+}
+
+/// Mixed pair: a js target reserves, stock rust-libp2p relay clients dial it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_target_and_rust_source() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions().and(&rust_versions());
+
+    let mut row = Row::new(
+        SUITE,
+        "mix-03",
+        "js-libp2p × rust-libp2p",
+        &versions,
+        &format!("rust source ({DEFAULT_YAMUX}) → relay → js target, 1 KiB each way"),
+    );
+    row.step("js target reserving");
+    let relay = start_relay(&["--bandwidth", "0"]);
+    let (mut target, ready, circuit) =
+        js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
+    let target_id = peer_id_of(&ready);
+    row.step("rust source dialing");
+    let mut source = TestClient::start().await;
+    source
+        .dial_circuit(circuit.parse().unwrap(), target_id)
+        .await
+        .expect("rust source dials the js target");
+    row.step("rust source transferring");
+    rust_source_transfer(source.transfer(target_id, KIB), KIB).await;
+    js_target_transfer(&mut target, KIB, KIB).await;
+    row.pass("sha256 matches both ways on both sides");
+    drop(target);
+    drop(relay);
+
+    let n = 64 * MIB;
+    let row = Row::new(
+        SUITE,
+        "mix-04",
+        "js-libp2p × rust-libp2p",
+        &versions,
+        &format!(
+            "rust source ({JS_SAFE_YAMUX}) → relay → js target, {} each way",
+            size(n)
+        ),
+    );
+    let retried = retry_on_js_monitor_abort(&js, "mix-04", || {
+        let js = js.clone();
+        async move {
+            let _bulk = BULK.lock().await;
+            let relay = start_relay(&["--bandwidth", "0"]);
+            let (mut target, ready, circuit) =
+                js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
+            let target_id = peer_id_of(&ready);
+            let mut source = RustPeer::start(yamux_config).await;
+            source
+                .dial_circuit(circuit.parse().unwrap(), target_id)
+                .await
+                .expect("rust source dials the js target");
+            rust_source_transfer(source.transfer(target_id, n), n).await;
+            js_target_transfer(&mut target, n, n).await;
+        }
+    })
+    .await;
+    row.pass(format!("{JS_SAFE_NOTE}{}", retry_note(retried)));
+}
+
+/// The `Limit` the relay sends is what js reports on the relayed connection, and the relay (not
+/// js, which never enforces it) cuts a circuit at the data cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_reports_the_limit_the_relay_sends() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    const CAP: u64 = MIB;
+    let cap = CAP.to_string();
+    let relay = start_relay(&[
+        "--bandwidth",
+        "0",
+        "--session-timeout",
+        "600",
+        "--max-session-bytes",
+        &cap,
+    ]);
+    let relay_addr = relay.addr.to_string();
+
+    let mut row = Row::new(
+        SUITE,
+        "js-04",
+        "js-libp2p",
+        &versions,
+        "Limit: relay --session-timeout 600 --max-session-bytes 1 MiB; js reports it",
+    );
+    row.step("js target reserving");
+    let (mut target, ready, circuit) =
+        js_target(&js, "js-target", &relay_addr, &["--probe-reserve"]).await;
+    let probe = &ready["reserve_probe"];
+    assert_eq!(
+        probe["limit"],
+        serde_json::json!({"duration": 600, "data": CAP}),
+        "RESERVE reply: {probe}"
+    );
+    row.step("js source dialing");
+    let result = js_source_transfer(&js, &circuit, KIB, KIB).await;
+    // js: `seconds` counts down from `duration`, `bytes` is what remains of `data` (one counter
+    // for both directions, handshakes included).
+    let at_open = &result["limits_at_open"];
+    let seconds = at_open["seconds"].as_f64().expect("seconds");
+    let bytes = at_open["bytes"].as_u64().expect("bytes");
+    assert!(
+        (590.0..=600.0).contains(&seconds),
+        "source limits at open: {at_open}"
+    );
+    assert!(
+        (CAP - 64 * KIB..=CAP).contains(&bytes),
+        "source limits at open: {at_open}"
+    );
+    let relayed = target.expect("relayed_connection", READY_WAIT).await;
+    let t_limits = &relayed["limits"];
+    let t_seconds = t_limits["seconds"].as_f64().expect("seconds");
+    let t_bytes = t_limits["bytes"].as_u64().expect("bytes");
+    assert!(
+        (590.0..=600.0).contains(&t_seconds),
+        "target limits: {t_limits}"
+    );
+    assert!(
+        (CAP - 64 * KIB..=CAP).contains(&t_bytes),
+        "target limits: {t_limits}"
+    );
+    js_target_transfer(&mut target, KIB, KIB).await;
+    eprintln!(
+        "js limits: source {{seconds {seconds}, bytes {bytes}}}, target {{seconds {t_seconds}, bytes {t_bytes}}}"
+    );
+    row.pass(
+        "RESERVE, CONNECT and STOP carry Limit {duration 600, data 1048576}; the js source and the js target both report connection.limits = {seconds: 600 (counting down), bytes: 1048576 minus what the handshakes used (< 64 KiB)}. js counts bytes for both directions together, the spec and our relay per direction",
+    );
+
+    let mut row = Row::new(
+        SUITE,
+        "js-05",
+        "js-libp2p",
+        &versions,
+        "data cap enforced: js sends 2 MiB over a 1 MiB cap",
+    );
+    row.step("js source sending past the cap");
+    let mut source = js.source("js-source-over-cap", &circuit, 2 * MIB, 0);
+    let (status, line) = source.outcome().await;
+    let code = refusal(status, &line);
+    assert_ne!(code, "TIMEOUT");
+    eprintln!("js source over the cap: {code}");
+    row.pass(
+        "the relay cuts the circuit at the cap (js never enforces a Limit itself): the js source's stream ends early with an error, exit 2, no hang",
+    );
+}
+
+/// A full relay (one session allowed, one live) answers js's CONNECT with RESOURCE_LIMIT_EXCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_gets_resource_limit_exceeded_from_a_full_relay() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    let relay = start_relay(&["--max-sessions", "1"]);
+    let relay_addr = relay.addr.to_string();
+    let mut row = Row::new(
+        SUITE,
+        "js-06",
+        "js-libp2p",
+        &versions,
+        "relay full (--max-sessions 1, one live session): js dial fails",
+    );
+    row.step("js target reserving");
+    let (_target, ready, circuit) = js_target(&js, "js-target", &relay_addr, &[]).await;
+    row.step("a rust source holding the one session");
+    let mut holder = TestClient::start().await;
+    holder
+        .dial_circuit(circuit.parse().unwrap(), peer_id_of(&ready))
+        .await
+        .expect("the first session is admitted");
+    row.step("js source dialing the full relay");
+    let mut source = js.source("js-source", &circuit, KIB, KIB);
+    let (status, line) = source.outcome().await;
+    let code = refusal(status, &line);
+    assert_eq!(code, "RESOURCE_LIMIT_EXCEEDED", "{line}");
+    row.pass("js dial fails with status RESOURCE_LIMIT_EXCEEDED");
+}
+
+/// A full reservation table answers js's RESERVE with RESERVATION_REFUSED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_gets_reservation_refused_from_a_full_reservation_table() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    let relay = start_relay(&["--max-reservations", "1"]);
+    let relay_addr = relay.addr.to_string();
+    let mut row = Row::new(
+        SUITE,
+        "js-07",
+        "js-libp2p",
+        &versions,
+        "reservations full (--max-reservations 1): second js target refused",
+    );
+    row.step("first js target reserving");
+    let (_first, _, _) = js_target(&js, "js-target-1", &relay_addr, &[]).await;
+    row.step("second js target reserving");
+    let mut second = js.target("js-target-2", &relay_addr, &[]);
+    let line = second
+        .event("ready", READY_WAIT)
+        .await
+        .expect_err("the second reservation is refused");
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("js target exits");
+    let code = refusal(status, &line);
+    assert_eq!(code, "RESERVATION_REFUSED", "{line}");
+    row.pass("js reservation fails with status RESERVATION_REFUSED");
+}
+
+/// A disabled relay refuses new reservations (RESERVATION_REFUSED) and new circuits
+/// (RESOURCE_LIMIT_EXCEEDED) to js. Disabling is a run-time call, so this relay runs in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_gets_refusals_from_a_disabled_relay() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    let relay = TestRelay::start(common::test_config().build().unwrap()).await;
+    let relay_addr = relay.addr.to_string();
+    let mut reserve_row = Row::new(
+        SUITE,
+        "js-08",
+        "js-libp2p",
+        &versions,
+        "relay disabled (Behaviour::disable, in-process relay): js reservation refused",
+    );
+    let mut dial_row = Row::new(
+        SUITE,
+        "js-09",
+        "js-libp2p",
+        &versions,
+        "relay disabled (Behaviour::disable, in-process relay): js dial to a reserved target refused",
+    );
+    dial_row.step("js target reserving while enabled");
+    let (_target, _, circuit) = js_target(&js, "js-target", &relay_addr, &[]).await;
+    relay.with(|r| r.disable()).await;
+    assert!(!relay.with(|r| r.is_enabled()).await);
+
+    reserve_row.step("js target reserving on the disabled relay");
+    let mut late = js.target("js-target-late", &relay_addr, &[]);
+    let line = late
+        .event("ready", READY_WAIT)
+        .await
+        .expect_err("reservation refused");
+    let status = late
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("js target exits");
+    assert_eq!(refusal(status, &line), "RESERVATION_REFUSED", "{line}");
+    reserve_row.pass("js reservation fails with status RESERVATION_REFUSED");
+
+    dial_row.step("js source dialing through the disabled relay");
+    let mut source = js.source("js-source", &circuit, KIB, KIB);
+    let (status, line) = source.outcome().await;
+    assert_eq!(refusal(status, &line), "RESOURCE_LIMIT_EXCEEDED", "{line}");
+    dial_row.pass("js dial fails with status RESOURCE_LIMIT_EXCEEDED");
+}
+
+/// Dialing a peer that holds no reservation gets NO_RESERVATION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_gets_no_reservation_for_an_unreserved_target() {
+    let Some(js) = Js::get() else { return };
+    let versions = js.versions();
+    let relay = start_relay(&[]);
+    let row = Row::new(
+        SUITE,
+        "js-10",
+        "js-libp2p",
+        &versions,
+        "target has no reservation: js dial fails",
+    );
+    // A valid (ed25519) peer id, unknown to the relay.
+    let nobody = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let circuit = format!("{}/p2p-circuit/p2p/{nobody}", relay.addr);
+    let mut source = js.source("js-source", &circuit, KIB, KIB);
+    let (status, line) = source.outcome().await;
+    assert_eq!(refusal(status, &line), "NO_RESERVATION", "{line}");
+    row.pass("js dial fails with status NO_RESERVATION");
+}
+
+/// Known problem, not a matrix scenario: at the relay's default bandwidth (1 MB/s per session and
+/// direction) a js-libp2p bulk transfer that lasts longer than about 10 s is cut, by js-libp2p
+/// itself. Its connection monitor pings every connection every 10 s, relayed ones too, and aborts
+/// the connection when a ping takes longer than its timeout (5 s at first). The js sender queues
+/// several MB of its own data ahead of the ping (the relay holds about 1 MB: its memory barely
+/// grows and the loopback socket queues stay empty), and at 1 MB/s that takes longer than 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: js-libp2p's connection monitor aborts a relayed connection whose ping waits more than 5 s behind the js sender's own queued data, which at the relay's default 1 MB/s happens about 10-15 s into a bulk transfer (see interop/README.md)"]
+async fn js_bulk_transfer_at_the_default_bandwidth_outlives_the_js_connection_monitor() {
+    let Some(js) = Js::get() else { return };
+    let relay = start_relay(&[]);
+    let (mut target, _, circuit) = js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
+    // 16 s at 1 MB/s
+    let n = 16_000_000;
+    js_source_transfer(&js, &circuit, n, 0).await;
+    js_target_transfer(&mut target, n, 0).await;
+}
