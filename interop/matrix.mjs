@@ -17,7 +17,7 @@ const HERE = dirname(fileURLToPath(import.meta.url))
 const START = '<!-- interop-matrix:start -->'
 const END = '<!-- interop-matrix:end -->'
 // Suites in the order they appear, and the ones a full run must produce.
-const SUITES = ['interop_js', 'interop_py', 'dcutr']
+const SUITES = ['interop_js', 'interop_py', 'dcutr', 'browser']
 const RESULT = { pass: '✅ pass', xfail: '⚠️ xfail (upstream)', fail: '❌ fail', skip: '➖ skipped' }
 
 const args = { results: resolve(HERE, '..', 'target', 'interop-results'), readme: join(HERE, 'README.md'), 'cargo-status': '0', check: false }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, and the interop suites against
-# js-libp2p and py-libp2p peers. Installs what the interop suites need (npm and pip packages
-# from their registries) on first run. Loopback only.
+# js-libp2p and py-libp2p peers and js-libp2p in headless Chromium. Installs what the interop
+# suites need (npm and pip packages from their registries, Debian's chromium) on first run.
+# Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,21 @@ fi
 if [ -f interop/py/setup.sh ]; then
   echo "== interop/py: setup"
   bash interop/py/setup.sh
+fi
+# The browser tests (tests/browser.rs): Debian's Chromium, driven by Playwright from
+# interop/browser (its own package; `npm ci` brings playwright-core, esbuild and js-libp2p).
+if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "== chromium: apt-get install chromium"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o=Dpkg::Use-Pty=0 chromium >/dev/null) ||
+      echo "WARNING: installing chromium failed; the browser tests will fail"
+  else
+    echo "WARNING: /usr/bin/chromium is missing (install Debian's chromium package); the browser tests will fail"
+  fi
+fi
+if [ -f interop/browser/package-lock.json ]; then
+  echo "== interop/browser: npm ci"
+  (cd interop/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "== cargo test"
