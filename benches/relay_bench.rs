@@ -128,7 +128,7 @@ impl Plan {
             setup_concurrent: 400,
             setup_in_flight_per_source: 8,
             reservations: 10_000,
-            reservation_deadline: Duration::from_secs(90),
+            reservation_deadline: Duration::from_secs(60),
             idle_targets: 100,
             idle_sources: 100,
             idle_per_source: 10,
@@ -598,26 +598,58 @@ impl Runner<'_> {
         }
     }
 
-    /// Sessions moving data: `single` (one session), `aggregate` (many, as fast as they go) or
-    /// `paced` (many, each sender paced at the throttle rate).
-    fn transfer(&mut self, column: Column, metric: &str) -> Result<(), String> {
+    fn failed(&self, metric: &str, column: Column) -> bool {
+        self.report
+            .failures
+            .contains_key(&(metric.to_string(), column))
+    }
+
+    /// Sessions moving data, `metric` = `single` (one session), `aggregate` (many, as fast as
+    /// they go) or `paced` (many, each sender paced at the throttle rate). Every column's relay
+    /// and client are set up first; then the repetitions go round the columns, so that a load
+    /// spike from elsewhere on the machine hits them all alike.
+    fn transfers(&mut self, columns: &[Column], metric: &str, failure_key: &str) {
         let plan = self.plan;
-        let throttled = column == Column::Throttled;
         let paced = metric == "paced";
-        let sessions = if metric == "single" { 1 } else { plan.aggregate_sessions };
-        let bytes = if throttled || paced {
-            plan.throttle_rate * plan.throttle_secs
-        } else if sessions == 1 {
-            plan.single_bytes
+        let reps = if paced {
+            plan.reps_paced
         } else {
-            plan.aggregate_bytes
+            plan.reps_throughput
         };
-        let reps = if paced { plan.reps_paced } else { plan.reps_throughput };
-        let go = if paced {
-            format!("go {bytes} {}", plan.throttle_rate)
+        let mut rigs = Vec::new();
+        for &column in columns {
+            match self.transfer_rig(column, metric) {
+                Ok(rig) => rigs.push(rig),
+                Err(e) => {
+                    self.record::<()>(failure_key, column, Err(e));
+                }
+            }
+        }
+        for rep in 0..reps {
+            for rig in rigs.iter_mut() {
+                if self.failed(failure_key, rig.column) {
+                    continue;
+                }
+                let r = self.transfer_round(rig, metric, rep, reps);
+                self.record(failure_key, rig.column, r);
+            }
+        }
+        for rig in rigs.iter_mut() {
+            let _ = rig.client.send("quit");
+        }
+    }
+
+    fn transfer_sessions(&self, metric: &str) -> usize {
+        if metric == "single" {
+            1
         } else {
-            format!("go {bytes}")
-        };
+            self.plan.aggregate_sessions
+        }
+    }
+
+    fn transfer_rig(&mut self, column: Column, metric: &str) -> Result<Rig, String> {
+        let plan = self.plan;
+        let sessions = self.transfer_sessions(metric);
         let relay = self.start_relay(column)?;
         let mut client = self.client(
             relay.as_ref(),
@@ -625,209 +657,284 @@ impl Runner<'_> {
             &["transfer".into(), "--sessions".into(), sessions.to_string()],
         )?;
         client.expect("ready", Duration::from_secs(120))?;
-        if !throttled && plan.warmup_bytes > 0 {
+        if column != Column::Throttled && plan.warmup_bytes > 0 {
             client.send(&format!("go {}", plan.warmup_bytes))?;
             check_round(&client.expect("round", Duration::from_secs(120))?)?;
         }
+        Ok(Rig {
+            column,
+            relay,
+            client,
+        })
+    }
+
+    fn transfer_round(
+        &mut self,
+        rig: &mut Rig,
+        metric: &str,
+        rep: usize,
+        reps: usize,
+    ) -> Result<(), String> {
+        let plan = self.plan;
+        let column = rig.column;
+        let throttled = column == Column::Throttled;
+        let paced = metric == "paced";
+        let sessions = self.transfer_sessions(metric);
+        let bytes = if throttled || paced {
+            plan.throttle_rate * plan.throttle_secs
+        } else if sessions == 1 {
+            plan.single_bytes
+        } else {
+            plan.aggregate_bytes
+        };
+        let go = if paced {
+            format!("go {bytes} {}", plan.throttle_rate)
+        } else {
+            format!("go {bytes}")
+        };
         let total = bytes * sessions as u64;
         let timeout = Duration::from_secs(60 + total / 2_000_000);
-        for rep in 0..reps {
-            let cpu0 = relay.as_ref().map(|r| cpu_secs(r.pid())).transpose()?;
-            client.send(&go)?;
-            let round = client.expect("round", timeout)?;
-            let cpu1 = relay.as_ref().map(|r| cpu_secs(r.pid())).transpose()?;
-            check_round(&round)?;
-            let secs = round["secs"].as_f64().ok_or("round without secs")?;
-            let moved = round["total_bytes"].as_f64().ok_or("round without bytes")?;
-            let mbps = moved / secs / 1e6;
-            self.report.add(&format!("{metric}_mbps"), column, mbps);
-            let mut line = format!(
-                "relay_bench: [{}] {metric} rep {}/{}: {:.1} MB/s ({:.0} MB in {:.2} s)",
-                column.key(),
-                rep + 1,
-                reps,
-                mbps,
-                moved / 1e6,
-                secs
-            );
-            if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-                let per_gib = (c1 - c0) / (moved / GIB);
-                self.report.add(&format!("{metric}_cpu"), column, per_gib);
-                line += &format!(", relay CPU {:.2} s = {per_gib:.2} s/GiB", c1 - c0);
-            }
+        let relay = rig.relay.as_ref();
+        let cpu0 = relay.map(|r| cpu_secs(r.pid())).transpose()?;
+        rig.client.send(&go)?;
+        let round = rig.client.expect("round", timeout)?;
+        let cpu1 = relay.map(|r| cpu_secs(r.pid())).transpose()?;
+        check_round(&round)?;
+        let secs = round["secs"].as_f64().ok_or("round without secs")?;
+        let moved = round["total_bytes"].as_f64().ok_or("round without bytes")?;
+        let mbps = moved / secs / 1e6;
+        self.report.add(&format!("{metric}_mbps"), column, mbps);
+        let mut line = format!(
+            "relay_bench: [{}] {metric} rep {}/{reps}: {mbps:.1} MB/s ({:.0} MB in {secs:.2} s)",
+            column.key(),
+            rep + 1,
+            moved / 1e6,
+        );
+        if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+            let per_gib = (c1 - c0) / (moved / GIB);
+            self.report.add(&format!("{metric}_cpu"), column, per_gib);
+            line += &format!(", relay CPU {:.2} s = {per_gib:.2} s/GiB", c1 - c0);
+        }
+        if throttled || paced {
+            // Per session, until the last one was confirmed.
+            let rate = moved / sessions as f64 / secs;
+            let error = (rate / plan.throttle_rate as f64 - 1.0) * 100.0;
+            self.report
+                .add(&format!("{metric}_rate_err"), column, error);
             if throttled {
-                let rate = moved / sessions as f64 / secs;
-                let error = (rate / plan.throttle_rate as f64 - 1.0) * 100.0;
                 self.report
                     .add(&format!("{metric}_throttle_mbps"), column, rate / 1e6);
                 self.report
                     .add(&format!("{metric}_throttle_err"), column, error);
-                line += &format!(", error {error:+.2}%");
             }
-            eprintln!("{line}");
+            line += &format!(", {:.3} MB/s per session ({error:+.2}%)", rate / 1e6);
         }
-        client.send("quit")?;
+        eprintln!("{line}");
         Ok(())
     }
 
-    fn setup(&mut self, column: Column) -> Result<(), String> {
+    /// Circuit set-up latency and rate; each column keeps its relay, each repetition is a new
+    /// client process, the repetitions go round the columns.
+    fn setups(&mut self, columns: &[Column]) {
         let plan = self.plan;
-        let relay = self.start_relay(column)?;
+        let mut relays = Vec::new();
+        for &column in columns {
+            match self.start_relay(column) {
+                Ok(relay) => relays.push((column, relay)),
+                Err(e) => {
+                    self.record::<()>("setup_p50", column, Err(e));
+                }
+            }
+        }
         for rep in 0..plan.reps_setup {
-            let args: Vec<String> = [
-                "setup",
-                "--targets",
-                &plan.setup_targets.to_string(),
-                "--sources",
-                &plan.setup_sources.to_string(),
-                "--sequential",
-                &plan.setup_sequential.to_string(),
-                "--concurrent",
-                &plan.setup_concurrent.to_string(),
-                "--concurrency",
-                &plan.setup_in_flight_per_source.to_string(),
-            ]
-            .map(String::from)
-            .to_vec();
-            let mut client = self.client(
-                relay.as_ref(),
-                plan.setup_targets + plan.setup_sources,
-                &args,
-            )?;
-            let seq = client.expect("sequential", Duration::from_secs(300))?;
-            if seq["errors"].as_u64() != Some(0) {
-                return Err(format!("circuit errors: {seq}"));
+            for (column, relay) in &relays {
+                if self.failed("setup_p50", *column) {
+                    continue;
+                }
+                let r = self.setup_round(*column, relay.as_ref(), rep);
+                self.record("setup_p50", *column, r);
             }
-            let mut samples: Vec<f64> = seq["samples_us"]
-                .as_array()
-                .ok_or("no samples")?
-                .iter()
-                .filter_map(Value::as_f64)
-                .map(|us| us / 1000.0)
-                .collect();
-            samples.sort_by(f64::total_cmp);
-            let conc = client.expect("concurrent", Duration::from_secs(300))?;
-            if conc["errors"].as_u64() != Some(0) {
-                return Err(format!("circuit errors: {conc}"));
-            }
-            let rate =
-                conc["ok"].as_f64().unwrap_or(0.0) / conc["secs"].as_f64().unwrap_or(f64::NAN);
-            let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-            self.report.add("setup_p50", column, p50);
-            self.report.add("setup_p99", column, p99);
-            self.report.add("setup_rate", column, rate);
-            eprintln!(
-                "relay_bench: [{}] setup rep {}/{}: p50 {p50:.2} ms, p99 {p99:.2} ms over {} circuits; {rate:.0} circuits/s",
-                column.key(),
-                rep + 1,
-                plan.reps_setup,
-                samples.len()
-            );
         }
-        Ok(())
     }
 
-    fn reservations(&mut self, column: Column) -> Result<(), String> {
+    fn setup_round(&mut self, column: Column, relay: Option<&Relay>, rep: usize) -> Result<(), String> {
         let plan = self.plan;
-        for rep in 0..plan.reps_memory {
-            let relay = self.start_relay(column)?.expect("a relay column");
-            thread::sleep(plan.settle);
-            let idle = rss_kib(relay.pid())?;
-            self.report.add("rss_idle", column, idle / 1024.0);
-            let args = [
-                "--setup-concurrency".to_string(),
-                "128".into(),
-                "reserve".into(),
-                "--count".into(),
-                plan.reservations.to_string(),
-                "--deadline-secs".into(),
-                plan.reservation_deadline.as_secs().to_string(),
-            ];
-            let mut client = self.client(Some(&relay), plan.reservations, &args)?;
-            let reserved = client.expect("reserved", plan.reservation_deadline + Duration::from_secs(120))?;
-            let count = reserved["count"].as_u64().unwrap_or(0) as usize;
-            let failed = reserved["failed"].as_u64().unwrap_or(0);
-            if count == 0 {
-                return Err(format!("no reservation held: {reserved}"));
-            }
-            if count < plan.reservations {
-                self.report.notes.push(format!(
-                    "{}: only {count} of {} reservations held (rep {}): none started after {} s, {failed} failed (first error: {}); memory per reservation is over those held",
-                    column.title(),
-                    plan.reservations,
-                    rep + 1,
-                    plan.reservation_deadline.as_secs(),
-                    reserved["first_error"].as_str().unwrap_or("none"),
-                ));
-            }
-            self.report.add("reservations_held", column, count as f64);
-            thread::sleep(plan.settle);
-            let held = rss_kib(relay.pid())?;
-            let per = (held - idle) / count as f64;
-            self.report.add("rss_reservations", column, held / 1024.0);
-            self.report.add("per_reservation", column, per);
-            eprintln!(
-                "relay_bench: [{}] reservations rep {}/{}: idle {:.1} MiB, {} reservations {:.1} MiB ({per:.1} KiB each), set up in {:.1} s",
-                column.key(),
-                rep + 1,
-                plan.reps_memory,
-                idle / 1024.0,
-                count,
-                held / 1024.0,
-                reserved["secs"].as_f64().unwrap_or(f64::NAN)
-            );
-            drop(client);
-            drop(relay);
+        let args: Vec<String> = [
+            "setup",
+            "--targets",
+            &plan.setup_targets.to_string(),
+            "--sources",
+            &plan.setup_sources.to_string(),
+            "--sequential",
+            &plan.setup_sequential.to_string(),
+            "--concurrent",
+            &plan.setup_concurrent.to_string(),
+            "--concurrency",
+            &plan.setup_in_flight_per_source.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut client = self.client(relay, plan.setup_targets + plan.setup_sources, &args)?;
+        let seq = client.expect("sequential", Duration::from_secs(300))?;
+        if seq["errors"].as_u64() != Some(0) {
+            return Err(format!("circuit errors: {seq}"));
         }
+        let mut samples: Vec<f64> = seq["samples_us"]
+            .as_array()
+            .ok_or("no samples")?
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|us| us / 1000.0)
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let conc = client.expect("concurrent", Duration::from_secs(300))?;
+        if conc["errors"].as_u64() != Some(0) {
+            return Err(format!("circuit errors: {conc}"));
+        }
+        let rate = conc["ok"].as_f64().unwrap_or(0.0) / conc["secs"].as_f64().unwrap_or(f64::NAN);
+        let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+        self.report.add("setup_p50", column, p50);
+        self.report.add("setup_p99", column, p99);
+        self.report.add("setup_rate", column, rate);
+        eprintln!(
+            "relay_bench: [{}] setup rep {}/{}: p50 {p50:.2} ms, p99 {p99:.2} ms over {} circuits; {rate:.0} circuits/s",
+            column.key(),
+            rep + 1,
+            plan.reps_setup,
+            samples.len()
+        );
         Ok(())
     }
 
-    fn idle_sessions(&mut self, column: Column) -> Result<(), String> {
+    /// Relay memory with many reservations: a fresh relay per repetition and column, the
+    /// repetitions going round the columns.
+    fn reservations(&mut self, columns: &[Column]) {
+        for rep in 0..self.plan.reps_memory {
+            for &column in columns {
+                if self.failed("per_reservation", column) {
+                    continue;
+                }
+                let r = self.reservation_round(column, rep);
+                self.record("per_reservation", column, r);
+            }
+        }
+    }
+
+    fn reservation_round(&mut self, column: Column, rep: usize) -> Result<(), String> {
+        let plan = self.plan;
+        let relay = self.start_relay(column)?.ok_or("not a relay column")?;
+        thread::sleep(plan.settle);
+        let idle = rss_kib(relay.pid())?;
+        self.report.add("rss_idle", column, idle / 1024.0);
+        let args = [
+            "--setup-concurrency".to_string(),
+            "128".into(),
+            "reserve".into(),
+            "--count".into(),
+            plan.reservations.to_string(),
+            "--deadline-secs".into(),
+            plan.reservation_deadline.as_secs().to_string(),
+        ];
+        let mut client = self.client(Some(&relay), plan.reservations, &args)?;
+        let reserved = client.expect(
+            "reserved",
+            plan.reservation_deadline + Duration::from_secs(120),
+        )?;
+        let count = reserved["count"].as_u64().unwrap_or(0) as usize;
+        let failed = reserved["failed"].as_u64().unwrap_or(0);
+        if count == 0 {
+            return Err(format!("no reservation held: {reserved}"));
+        }
+        if count < plan.reservations {
+            self.report.notes.push(format!(
+                "{}: only {count} of {} reservations held (rep {}): none started after {} s, {failed} failed (first error: {}); memory per reservation is over those held",
+                column.title(),
+                plan.reservations,
+                rep + 1,
+                plan.reservation_deadline.as_secs(),
+                reserved["first_error"].as_str().unwrap_or("none"),
+            ));
+        }
+        self.report.add("reservations_held", column, count as f64);
+        thread::sleep(plan.settle);
+        let held = rss_kib(relay.pid())?;
+        let per = (held - idle) / count as f64;
+        self.report.add("rss_reservations", column, held / 1024.0);
+        self.report.add("per_reservation", column, per);
+        eprintln!(
+            "relay_bench: [{}] reservations rep {}/{}: idle {:.1} MiB, {} reservations {:.1} MiB ({per:.1} KiB each), set up in {:.1} s",
+            column.key(),
+            rep + 1,
+            plan.reps_memory,
+            idle / 1024.0,
+            count,
+            held / 1024.0,
+            reserved["secs"].as_f64().unwrap_or(f64::NAN)
+        );
+        Ok(())
+    }
+
+    /// Relay memory with many idle sessions, like [`reservations`](Self::reservations).
+    fn idle_sessions(&mut self, columns: &[Column]) {
+        for rep in 0..self.plan.reps_memory {
+            for &column in columns {
+                if self.failed("per_session", column) {
+                    continue;
+                }
+                let r = self.idle_round(column, rep);
+                self.record("per_session", column, r);
+            }
+        }
+    }
+
+    fn idle_round(&mut self, column: Column, rep: usize) -> Result<(), String> {
         let plan = self.plan;
         let sessions = plan.idle_sources * plan.idle_per_source;
-        for rep in 0..plan.reps_memory {
-            let relay = self.start_relay(column)?.expect("a relay column");
-            let args: Vec<String> = [
-                "idle",
-                "--targets",
-                &plan.idle_targets.to_string(),
-                "--sources",
-                &plan.idle_sources.to_string(),
-                "--per-source",
-                &plan.idle_per_source.to_string(),
-            ]
-            .map(String::from)
-            .to_vec();
-            let mut client =
-                self.client(Some(&relay), plan.idle_targets + plan.idle_sources, &args)?;
-            client.expect("connected", Duration::from_secs(300))?;
-            thread::sleep(plan.settle);
-            let base = rss_kib(relay.pid())?;
-            client.send("go")?;
-            let opened = client.expect("sessions", Duration::from_secs(300))?;
-            if opened["failed"].as_u64() != Some(0) {
-                return Err(format!("sessions failed: {opened}"));
-            }
-            thread::sleep(plan.settle);
-            let held = rss_kib(relay.pid())?;
-            let per = (held - base) / sessions as f64;
-            self.report.add("rss_sessions", column, held / 1024.0);
-            self.report.add("per_session", column, per);
-            eprintln!(
-                "relay_bench: [{}] idle sessions rep {}/{}: {:.1} MiB with {} peers connected, {:.1} MiB with {sessions} sessions ({per:.1} KiB each)",
-                column.key(),
-                rep + 1,
-                plan.reps_memory,
-                base / 1024.0,
-                plan.idle_targets + plan.idle_sources,
-                held / 1024.0
-            );
-            client.send("quit")?;
-            drop(client);
-            drop(relay);
+        let relay = self.start_relay(column)?.ok_or("not a relay column")?;
+        let args: Vec<String> = [
+            "idle",
+            "--targets",
+            &plan.idle_targets.to_string(),
+            "--sources",
+            &plan.idle_sources.to_string(),
+            "--per-source",
+            &plan.idle_per_source.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut client = self.client(Some(&relay), plan.idle_targets + plan.idle_sources, &args)?;
+        client.expect("connected", Duration::from_secs(300))?;
+        thread::sleep(plan.settle);
+        let base = rss_kib(relay.pid())?;
+        client.send("go")?;
+        let opened = client.expect("sessions", Duration::from_secs(300))?;
+        if opened["failed"].as_u64() != Some(0) {
+            return Err(format!("sessions failed: {opened}"));
         }
+        thread::sleep(plan.settle);
+        let held = rss_kib(relay.pid())?;
+        let per = (held - base) / sessions as f64;
+        self.report.add("rss_sessions", column, held / 1024.0);
+        self.report.add("per_session", column, per);
+        eprintln!(
+            "relay_bench: [{}] idle sessions rep {}/{}: {:.1} MiB with {} peers connected, {:.1} MiB with {sessions} sessions ({per:.1} KiB each)",
+            column.key(),
+            rep + 1,
+            plan.reps_memory,
+            base / 1024.0,
+            plan.idle_targets + plan.idle_sources,
+            held / 1024.0
+        );
+        let _ = client.send("quit");
         Ok(())
     }
+}
+
+/// A column's transfer set-up: its relay (none for direct) and a client with its sessions up.
+struct Rig {
+    column: Column,
+    relay: Option<Relay>,
+    client: Proc,
 }
 
 fn check_round(round: &Value) -> Result<(), String> {
@@ -897,39 +1004,32 @@ pub fn run(options: &Options) -> Result<Report, String> {
             columns.retain(|c| *c != Column::Js);
         }
     }
-    for &c in &columns {
-        let r = runner.transfer(c, "single");
-        runner.record("single_mbps", c, r);
-    }
-    for &c in &columns {
-        let r = runner.transfer(c, "aggregate");
-        runner.record("aggregate_mbps", c, r);
-    }
-    // Sender-paced sessions through the unthrottled relays: the same load as the throttled
-    // relay's aggregate run, so their CPU per byte compares with the throttle's.
-    for &c in columns.iter().filter(|c| c.is_relay()) {
-        if c == Column::Throttled {
-            let values = runner.report.values("aggregate_cpu", c).to_vec();
+    let relays: Vec<Column> = columns.iter().copied().filter(|c| c.is_relay()).collect();
+    runner.transfers(&columns, "single", "single_mbps");
+    runner.transfers(&columns, "aggregate", "aggregate_mbps");
+    // Sender-paced sessions through the unthrottled relays: the load of the throttled relay's
+    // aggregate run, so their CPU per byte compares with the throttle's. (Not js: 30-45 s a
+    // repetition.)
+    let paced: Vec<Column> = relays
+        .iter()
+        .copied()
+        .filter(|c| matches!(c, Column::Stock | Column::Ours))
+        .collect();
+    runner.transfers(&paced, "paced", "paced_cpu");
+    if relays.contains(&Column::Throttled) {
+        for key in ["cpu", "rate_err"] {
+            let values = runner
+                .report
+                .values(&format!("aggregate_{key}"), Column::Throttled)
+                .to_vec();
             for v in values {
-                runner.report.add("paced_cpu", c, v);
+                runner.report.add(&format!("paced_{key}"), Column::Throttled, v);
             }
-            continue;
         }
-        let r = runner.transfer(c, "paced");
-        runner.record("paced_cpu", c, r);
     }
-    for &c in &columns {
-        let r = runner.setup(c);
-        runner.record("setup_p50", c, r);
-    }
-    for &c in columns.iter().filter(|c| c.is_relay()) {
-        let r = runner.reservations(c);
-        runner.record("per_reservation", c, r);
-    }
-    for &c in columns.iter().filter(|c| c.is_relay()) {
-        let r = runner.idle_sessions(c);
-        runner.record("per_session", c, r);
-    }
+    runner.setups(&columns);
+    runner.reservations(&relays);
+    runner.idle_sessions(&relays);
     let mut report = runner.report;
     report.notes.push(format!(
         "mode {}; machine: {}; load average before {load_before}, after {}; RLIMIT_NOFILE soft limit {nofile} (inherited by every helper, which also raises its own); took {:.1} min",
@@ -1075,10 +1175,10 @@ pub fn render(report: &Report, plan: &Plan, columns: &[Column]) -> String {
         ("throttle error, %".into(), "single_throttle_err"),
         (
             format!(
-                "throttle error, %, {} sessions at once",
+                "rate of {} sessions at {rate_mb} MB/s (throttled: relay-paced; stock, ours: sender-paced), error of the slowest, %",
                 plan.aggregate_sessions
             ),
-            "aggregate_throttle_err",
+            "paced_rate_err",
         ),
     ];
     let mut out = String::new();
@@ -1096,11 +1196,19 @@ pub fn render(report: &Report, plan: &Plan, columns: &[Column]) -> String {
         for &c in columns {
             out += &format!(" {} |", cell(report, metric, c));
         }
-        out += &format!(
-            " {} | {} |\n",
-            ratio(report, metric, Column::Ours, Column::Stock),
-            ratio(report, metric, Column::Ours, Column::Direct)
-        );
+        // No ratio of errors, counts or throttle-only figures.
+        let ratios = !(metric.ends_with("_err")
+            || metric.starts_with("single_throttle")
+            || metric == "reservations_held");
+        if ratios {
+            out += &format!(
+                " {} | {} |\n",
+                ratio(report, metric, Column::Ours, Column::Stock),
+                ratio(report, metric, Column::Ours, Column::Direct)
+            );
+        } else {
+            out += " | |\n";
+        }
     }
     out += &format!(
         "\nmedian [min–max] of {} (throughput), {} (paced), {} (set-up), {} (memory) repetitions. MB = 10^6 bytes.\n",
