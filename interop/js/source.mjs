@@ -62,6 +62,9 @@ try {
     limits_at_open: limitsAtOpen === 'none' ? null : limitsAtOpen,
     limits_at_end: limitsSnapshot(conn)
   })
+  // Close the relayed connection gracefully first: it resolves once everything queued (our
+  // hash of the peer's data, our FIN) is written, so the peer reads it before we go away.
+  await Promise.race([conn.close().catch(() => {}), new Promise(resolve => setTimeout(resolve, 5000))])
   await Promise.race([node.stop(), new Promise(resolve => setTimeout(resolve, 2000))])
   process.exit(result.ok ? 0 : 1)
 } catch (err) {
