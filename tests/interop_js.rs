@@ -6,6 +6,8 @@
 //! Needs `interop/js/node_modules` (`npm ci`); see `common::interop`. Every scenario adds a row
 //! to the interop matrix (`interop/README.md`).
 
+#[cfg(feature = "admin")]
+mod admin_support;
 mod common;
 
 use std::time::Duration;
@@ -17,7 +19,7 @@ use common::{
     },
     interop_client::RustPeer,
     process::RelayProcess,
-    TestClient, TestRelay,
+    TestClient,
 };
 use macula_relay::node::yamux_config;
 use serde_json::Value;
@@ -408,34 +410,74 @@ async fn js_gets_reservation_refused_from_a_full_reservation_table() {
 }
 
 /// A disabled relay refuses new reservations (RESERVATION_REFUSED) and new circuits
-/// (RESOURCE_LIMIT_EXCEEDED) to js. Disabling is a run-time call, so this relay runs in-process.
+/// (RESOURCE_LIMIT_EXCEEDED) to js. The relay process is disabled through its admin API
+/// (`--admin 127.0.0.1:0`, `POST /disable`).
+#[cfg(feature = "admin")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_gets_refusals_from_a_disabled_relay() {
     let Some(js) = Js::get() else { return };
+    let node = admin_support::AdminNode::start(&[]);
+    let admin = node.client(None);
+    let disable = async move {
+        let stats = admin
+            .disable(&macula_relay::admin::DisableRequest { drain_secs: None })
+            .await
+            .expect("POST /disable");
+        assert!(!stats.enabled);
+    };
+    disabled_relay_scenario(
+        &js,
+        &node.addr.to_string(),
+        "POST /disable on its admin API",
+        disable,
+    )
+    .await;
+}
+
+/// Without the admin API (`--no-default-features`): the same, with a relay in-process.
+#[cfg(not(feature = "admin"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_gets_refusals_from_a_disabled_relay() {
+    let Some(js) = Js::get() else { return };
+    let relay = common::TestRelay::start(common::test_config().build().unwrap()).await;
+    let addr = relay.addr.to_string();
+    let disable = async move {
+        relay.with(|r| r.disable()).await;
+        assert!(!relay.with(|r| r.is_enabled()).await);
+    };
+    disabled_relay_scenario(&js, &addr, "Behaviour::disable, in-process relay", disable).await;
+}
+
+/// A js target reserves on the relay at `relay_addr`, `disable` disables the relay, then a second
+/// js target's reservation and a js source's dial to the first target are refused.
+async fn disabled_relay_scenario(
+    js: &Js,
+    relay_addr: &str,
+    how: &str,
+    disable: impl std::future::Future<Output = ()>,
+) {
     let versions = js.versions();
-    let relay = TestRelay::start(common::test_config().build().unwrap()).await;
-    let relay_addr = relay.addr.to_string();
     let mut reserve_row = Row::new(
         SUITE,
         "js-08",
         "js-libp2p",
         &versions,
-        "relay disabled (Behaviour::disable, in-process relay): js reservation refused",
+        &format!("relay disabled ({how}): js reservation refused"),
     );
     let mut dial_row = Row::new(
         SUITE,
         "js-09",
         "js-libp2p",
         &versions,
-        "relay disabled (Behaviour::disable, in-process relay): js dial to a reserved target refused",
+        &format!("relay disabled ({how}): js dial to a target reserved before refused"),
     );
     dial_row.step("js target reserving while enabled");
-    let (_target, _, circuit) = js_target(&js, "js-target", &relay_addr, &[]).await;
-    relay.with(|r| r.disable()).await;
-    assert!(!relay.with(|r| r.is_enabled()).await);
+    let (_target, _, circuit) = js_target(js, "js-target", relay_addr, &[]).await;
+    dial_row.step("disabling the relay");
+    disable.await;
 
     reserve_row.step("js target reserving on the disabled relay");
-    let mut late = js.target("js-target-late", &relay_addr, &[]);
+    let mut late = js.target("js-target-late", relay_addr, &[]);
     let line = late
         .event("ready", READY_WAIT)
         .await
