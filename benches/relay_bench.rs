@@ -757,7 +757,12 @@ impl Runner<'_> {
         }
     }
 
-    fn setup_round(&mut self, column: Column, relay: Option<&Relay>, rep: usize) -> Result<(), String> {
+    fn setup_round(
+        &mut self,
+        column: Column,
+        relay: Option<&Relay>,
+        rep: usize,
+    ) -> Result<(), String> {
         let plan = self.plan;
         let args: Vec<String> = [
             "setup",
@@ -1023,7 +1028,9 @@ pub fn run(options: &Options) -> Result<Report, String> {
                 .values(&format!("aggregate_{key}"), Column::Throttled)
                 .to_vec();
             for v in values {
-                runner.report.add(&format!("paced_{key}"), Column::Throttled, v);
+                runner
+                    .report
+                    .add(&format!("paced_{key}"), Column::Throttled, v);
             }
         }
     }

@@ -359,7 +359,11 @@ async fn send(
         let mut left = n;
         let paced_from = tokio::time::Instant::now();
         while left > 0 {
-            let chunk = if rate.is_some() { PACED_CHUNK } else { CHUNK as u64 };
+            let chunk = if rate.is_some() {
+                PACED_CHUNK
+            } else {
+                CHUNK as u64
+            };
             let len = left.min(chunk) as usize;
             if let Some(rate) = rate {
                 let sent = n - left;
@@ -637,9 +641,10 @@ async fn run(args: Args, nofile: u64) {
                     (Some("go"), Some(bytes)) => {
                         let rate = words.next().and_then(|w| w.parse::<u64>().ok());
                         let started = Instant::now();
-                        let runs = sources.iter().zip(targets.iter()).map(|(s, t)| {
-                            tokio::spawn(send(s.control.clone(), t.id, bytes, rate))
-                        });
+                        let runs = sources
+                            .iter()
+                            .zip(targets.iter())
+                            .map(|(s, t)| tokio::spawn(send(s.control.clone(), t.id, bytes, rate)));
                         let results = futures::future::join_all(runs).await;
                         let secs = started.elapsed().as_secs_f64();
                         let mut per: Vec<f64> = Vec::new();
@@ -728,12 +733,11 @@ async fn run(args: Args, nofile: u64) {
         } => {
             let started = Instant::now();
             let peers = spawn_peers(base, count);
-            let deadline = (deadline_secs > 0).then(|| started + Duration::from_secs(deadline_secs));
+            let deadline =
+                (deadline_secs > 0).then(|| started + Duration::from_secs(deadline_secs));
             let attempted = std::sync::atomic::AtomicUsize::new(0);
             let results: Vec<_> = stream::iter(peers.iter())
-                .take_while(|_| {
-                    futures::future::ready(deadline.is_none_or(|d| Instant::now() < d))
-                })
+                .take_while(|_| futures::future::ready(deadline.is_none_or(|d| Instant::now() < d)))
                 .map(|p| {
                     attempted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     p.become_target(relay)

@@ -18,7 +18,12 @@ fn benchmark_runs_in_smoke_mode() {
     let report = relay_bench::run(&options).expect("benchmark runs");
     assert!(report.failures.is_empty(), "{:?}", report.failures);
 
-    let every = [Column::Direct, Column::Stock, Column::Ours, Column::Throttled];
+    let every = [
+        Column::Direct,
+        Column::Stock,
+        Column::Ours,
+        Column::Throttled,
+    ];
     let relays = [Column::Stock, Column::Ours, Column::Throttled];
     let expect = |metric: &str, columns: &[Column]| {
         for &c in columns {

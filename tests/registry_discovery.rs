@@ -77,7 +77,7 @@ async fn discovery_finds_exactly_the_capable_relays_ranked_by_load_and_drops_a_d
 
     // Exactly the three capable relays, with their capacity and (zero) load.
     let (found, stats, took) = client
-        .discover_until(40, Duration::from_millis(500), |r| r.len() >= 3)
+        .discover_until(120, Duration::from_millis(500), |r| r.len() >= 3)
         .await;
     println!("first complete discovery after {took:?}: {stats:?}");
     assert_eq!(peers(&found).into_iter().collect::<HashSet<_>>(), capable);
