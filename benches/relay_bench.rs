@@ -18,6 +18,9 @@
 //! direct,stock,js,ours,throttled`, `--reps N` (all repetition counts), `--json PATH` (all
 //! samples), `--no-build` (don't run `cargo build` for the helper examples first).
 
+#[path = "support/nofile.rs"]
+mod nofile;
+use nofile::raise_nofile;
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
@@ -357,43 +360,6 @@ fn rss_kib(pid: u32) -> Result<f64, String> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| "no VmRSS".to_string())
-}
-
-/// Raises this process's RLIMIT_NOFILE (the relays and node inherit it). Returns the soft limit.
-fn raise_nofile(want: u64) -> u64 {
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(want);
-    let want = want.min(nr_open);
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed to them.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur >= want {
-            return lim.rlim_cur;
-        }
-        let both = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: lim.rlim_max.max(want),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
-            return want;
-        }
-        let soft = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
-            return lim.rlim_max;
-        }
-        lim.rlim_cur
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@
 //! "peer_id":..,"addrs":[".../p2p/<id>"]}` on stdout, then runs until killed. No logging unless
 //! `RUST_LOG` is set.
 
+#[path = "../benches/support/nofile.rs"]
+mod nofile;
+use nofile::raise_nofile;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -56,44 +59,6 @@ struct Args {
     /// `macula_relay::DEFAULT_COPY_BUFFER_SIZE`.
     #[arg(long)]
     copy_buffer_size: Option<usize>,
-}
-
-/// Raises RLIMIT_NOFILE to `want` (capped by /proc/sys/fs/nr_open): soft and hard limit when
-/// allowed (root), else the soft limit up to the hard one. Returns the soft limit in force.
-fn raise_nofile(want: u64) -> u64 {
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(want);
-    let want = want.min(nr_open);
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed to them.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur >= want {
-            return lim.rlim_cur;
-        }
-        let both = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: lim.rlim_max.max(want),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
-            return want;
-        }
-        let soft = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
-            return lim.rlim_max;
-        }
-        lim.rlim_cur
-    }
 }
 
 #[derive(NetworkBehaviour)]
