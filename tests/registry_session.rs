@@ -309,3 +309,79 @@ async fn a_failed_request_names_the_relay_and_the_status_it_answered() {
         "{error}"
     );
 }
+
+/// `request_relay` while the swarm is already dialing the relay (a DHT lookup contacting it, say):
+/// the relay client's own dial of the relay is refused by the swarm (the peer is being dialed),
+/// which used to cancel the circuit dial ("Response from behaviour was canceled").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_relay_succeeds_while_the_relay_is_already_being_dialed() {
+    registry_net::init_tracing();
+    let reg = registry::RegistryConfig::default();
+    let relay_config = Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
+        .build()
+        .unwrap();
+    let mut relay = NetPeer::start(PeerSpec::relay(reg.clone(), relay_config, true), None).await;
+    let mut target = NetPeer::start(PeerSpec::client(reg.clone()), None).await;
+    let mut source = NetPeer::start(PeerSpec::client(reg), None).await;
+
+    let circuit = relay
+        .addr
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2pCircuit);
+    target
+        .with(move |s| s.listen_on(circuit).map(|_| ()))
+        .await
+        .expect("listen on the relay");
+    let reserved = relay
+        .expect("the target's reservation on the relay", |e| match e {
+            NodeEvent::Relay(RelayEvent::ReservationAccepted { peer, .. }) => Some(peer),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reserved, target.peer_id);
+
+    for attempt in 0..5 {
+        let (t, r, a) = (target.peer_id, relay.peer_id, relay.addr.clone());
+        source
+            .with(move |s| {
+                // Another part of the swarm starts dialing the relay first.
+                s.dial(a.clone()).expect("dial the relay");
+                s.behaviour_mut().registry.request_relay_via(t, r, Some(a))
+            })
+            .await;
+        let outcome = source
+            .expect("relay session outcome", |e| match e {
+                NodeEvent::Registry(registry::Event::RelaySessionOpened { session, .. }) => {
+                    Some(Ok(session))
+                }
+                NodeEvent::Registry(registry::Event::RelaySessionFailed { error, .. }) => {
+                    Some(Err(error))
+                }
+                _ => None,
+            })
+            .await;
+        let session = outcome.unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        source
+            .with(move |s| s.behaviour_mut().registry.close_relay_session(session))
+            .await
+            .unwrap();
+        source
+            .expect("relay session closed", |e| match e {
+                NodeEvent::Registry(registry::Event::RelaySessionClosed { session: s, .. })
+                    if s == session =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+        // Start the next attempt with no connection to the relay.
+        let r = relay.peer_id;
+        source.with(move |s| s.disconnect_peer_id(r)).await.ok();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        target.drain();
+    }
+}

@@ -99,6 +99,10 @@ pub struct Behaviour {
     pub(super) rediscover_at: Option<Instant>,
     pub(super) requests: HashMap<RequestId, SessionRequest>,
     pub(super) dials: HashMap<ConnectionId, (RequestId, PeerId)>,
+    /// Dials of a relay made before dialing a circuit through it, with the circuit to dial.
+    pub(super) relay_dials: HashMap<ConnectionId, (RequestId, PeerId, Multiaddr)>,
+    /// The direct (not relayed) connections of each peer.
+    pub(super) direct: HashMap<PeerId, HashSet<ConnectionId>>,
     pub(super) sessions: HashMap<ConnectionId, PeerId>,
     next_id: u64,
     pub(super) queue: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
@@ -156,6 +160,8 @@ impl Behaviour {
             rediscover_at: None,
             requests: HashMap::new(),
             dials: HashMap::new(),
+            relay_dials: HashMap::new(),
+            direct: HashMap::new(),
             sessions: HashMap::new(),
             next_id: 0,
             queue: VecDeque::new(),

@@ -284,6 +284,29 @@ impl Behaviour {
             });
             return;
         };
+        if self.direct.contains_key(&relay) {
+            self.dial_circuit(id, target, relay, circuit);
+            return;
+        }
+        // Connect to the relay first, on a connection of this request's own. Left to the relay
+        // client, a circuit dial to an unconnected relay makes it dial the relay only if the
+        // swarm is not dialing it already (a DHT lookup may be), and otherwise cancels the
+        // circuit dial ("Response from behaviour was canceled").
+        let mut relay_addr = Multiaddr::empty();
+        for protocol in circuit.iter().take_while(|p| *p != Protocol::P2pCircuit) {
+            relay_addr.push(protocol);
+        }
+        let opts = DialOpts::peer_id(relay)
+            .addresses(vec![relay_addr])
+            .condition(PeerCondition::Always)
+            .build();
+        self.relay_dials
+            .insert(opts.connection_id(), (id, relay, circuit));
+        tracing::debug!(%target, %relay, "connecting to the relay before dialing through it");
+        self.queue.push_back(ToSwarm::Dial { opts });
+    }
+
+    fn dial_circuit(&mut self, id: RequestId, target: PeerId, relay: PeerId, circuit: Multiaddr) {
         let opts = DialOpts::peer_id(target)
             .addresses(vec![circuit.with(Protocol::P2p(target))])
             .condition(PeerCondition::Always)
@@ -311,8 +334,21 @@ impl Behaviour {
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             }) => {
+                if !endpoint.is_relayed() {
+                    self.direct
+                        .entry(*peer_id)
+                        .or_default()
+                        .insert(*connection_id);
+                }
+                if let Some((request, relay, circuit)) = self.relay_dials.remove(connection_id) {
+                    if let Some(target) = self.requests.get(&request).map(|r| r.target) {
+                        self.dial_circuit(request, target, relay, circuit);
+                        self.wake();
+                    }
+                }
                 if let Some((request, relay)) = self.dials.remove(connection_id) {
                     self.requests.remove(&request);
                     self.sessions.insert(*connection_id, *peer_id);
@@ -330,7 +366,12 @@ impl Behaviour {
                 error,
                 ..
             }) => {
-                if let Some((request, relay)) = self.dials.remove(connection_id) {
+                let failed = self.dials.remove(connection_id).or_else(|| {
+                    self.relay_dials
+                        .remove(connection_id)
+                        .map(|(request, relay, _)| (request, relay))
+                });
+                if let Some((request, relay)) = failed {
                     let failure = dial_failure(relay, error);
                     tracing::info!(%failure, "relayed dial failed");
                     if let Some(r) = self.requests.get_mut(&request) {
@@ -344,12 +385,20 @@ impl Behaviour {
                 peer_id,
                 connection_id,
                 ..
-            }) if self.sessions.remove(connection_id).is_some() => {
-                self.emit(Event::RelaySessionClosed {
-                    session: RelaySessionId(*connection_id),
-                    target: *peer_id,
-                });
-                self.wake();
+            }) => {
+                if let Some(connections) = self.direct.get_mut(peer_id) {
+                    connections.remove(connection_id);
+                    if connections.is_empty() {
+                        self.direct.remove(peer_id);
+                    }
+                }
+                if self.sessions.remove(connection_id).is_some() {
+                    self.emit(Event::RelaySessionClosed {
+                        session: RelaySessionId(*connection_id),
+                        target: *peer_id,
+                    });
+                    self.wake();
+                }
             }
             _ => {}
         }
