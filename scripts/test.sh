@@ -30,15 +30,27 @@ if [ -f interop/browser/package-lock.json ]; then
   (cd interop/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-echo "== cargo test"
-# The interop tests fail (rather than skip) when their peers are missing, and append their
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== cargo install cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "== cargo nextest run"
+# The interop and browser tests are compiled as ignored unless MACULA_REQUIRE_INTEROP=1 (build.rs);
+# with it they run and fail (rather than skip) when their peers are missing. They append their
 # results to $MACULA_INTEROP_RESULTS, from which interop/matrix.mjs rewrites the matrix in
 # interop/README.md.
+export MACULA_REQUIRE_INTEROP=1
 export MACULA_INTEROP_RESULTS="$PWD/target/interop-results"
 rm -rf "$MACULA_INTEROP_RESULTS"
 status=0
-# --no-fail-fast: a failing test binary does not hide the results of the later ones.
-MACULA_REQUIRE_INTEROP=1 cargo test --locked --no-fail-fast || status=$?
+# The tests start the example relay node as a process: build it first.
+cargo build --locked --examples
+# Each test in its own process, bounded by the `ci` profile of .config/nextest.toml (a hung test
+# is killed and named after 10 minutes); --no-fail-fast: a failure does not hide later results.
+cargo nextest run --locked --profile ci --no-fail-fast || status=$?
+echo "== cargo test --doc"
+cargo test --locked --doc || status=$?
 
 if [ -x interop/js/node_modules/.bin/node ] && [ -d "$MACULA_INTEROP_RESULTS" ]; then
   echo "== interop matrix"

@@ -11,7 +11,10 @@ use common::{ClientEvent, TestClient};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sessions_left_at_the_drain_deadline_and_exits_0() {
     common::init_tracing();
-    let mut node = AdminNode::start(&["--drain-timeout", "2", "--bandwidth", "0"]);
+    // The drain deadline leaves time to check the refusal of a newcomer while the node drains
+    // (10 s: a loaded machine may take seconds to start a client), and the node must still be
+    // running after that check.
+    let mut node = AdminNode::start(&["--drain-timeout", "10", "--bandwidth", "0"]);
     let admin = node.client(None);
     let mut target = TestClient::start().await;
     let mut source = TestClient::start().await;
@@ -32,7 +35,16 @@ async fn sigterm_closes_sessions_left_at_the_drain_deadline_and_exits_0() {
     })
     .await;
     let mut late = TestClient::start().await;
-    assert!(node.try_reserve(&mut late).await.is_err());
+    let refused = node
+        .try_reserve(&mut late)
+        .await
+        .expect_err("a draining relay accepted a reservation");
+    // The rust client reports RESERVATION_REFUSED as `Reservation(Refused)`.
+    assert!(refused.contains("Reservation(Refused)"), "{refused}");
+    assert!(
+        node.is_running(),
+        "the node exited before its drain deadline"
+    );
 
     source
         .expect(

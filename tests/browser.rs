@@ -10,9 +10,10 @@
 //!   self-signed certificate the browser is told to accept.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or `$CHROMIUM`), `interop/browser/node_modules` and
-//! `interop/js/node_modules` (`npm ci`); `scripts/test.sh` installs them. Without them a test
-//! prints a notice and passes, unless `MACULA_REQUIRE_INTEROP=1`, in which case it fails. Every
-//! scenario adds a row to the interop matrix (`interop/README.md`).
+//! `interop/js/node_modules` (`npm ci`); `scripts/test.sh` installs them and runs these tests
+//! with `MACULA_REQUIRE_INTEROP=1`. Without that variable at build time they are ignored
+//! (reported as such); a test that runs fails if its peers are missing. Every scenario adds a row
+//! to the interop matrix (`interop/README.md`).
 
 mod common;
 
@@ -50,10 +51,6 @@ const DRIVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// has two cores.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn required() -> bool {
-    std::env::var("MACULA_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
 /// The browser driver in `interop/browser`, run with the Node 22 that `npm ci` installs there.
 struct Browser {
     node: PathBuf,
@@ -62,9 +59,8 @@ struct Browser {
 }
 
 impl Browser {
-    /// The driver, or `None` (after a notice) if Chromium or the npm packages are missing and
-    /// `MACULA_REQUIRE_INTEROP` is not `1`; panics if they are missing and it is.
-    fn get() -> Option<Browser> {
+    /// The driver; panics, saying what to install, if Chromium or the npm packages are missing.
+    fn get() -> Browser {
         let dir = common::interop::repo().join("interop/browser");
         let node = dir.join("node_modules/.bin/node");
         let chromium = std::env::var_os("CHROMIUM")
@@ -89,13 +85,7 @@ impl Browser {
         .find(|(p, _)| !p.exists());
         if let Some((path, how)) = missing {
             let missing = format!("{} does not exist; {how}", path.display());
-            if required() {
-                panic!("MACULA_REQUIRE_INTEROP=1 but the browser peers are missing: {missing}");
-            }
-            eprintln!(
-                "NOTICE: skipping a browser test: {missing} (set MACULA_REQUIRE_INTEROP=1 to fail instead)"
-            );
-            return None;
+            panic!("the browser peers are missing: {missing}");
         }
         let browser = Browser {
             node,
@@ -103,7 +93,7 @@ impl Browser {
             chromium,
         };
         browser.build();
-        Some(browser)
+        browser
     }
 
     /// Bundles the page (`node build.mjs`), once per test process.
@@ -392,10 +382,12 @@ fn mbit(n: u64, ms: &Value) -> String {
 /// The browser reserves over `/ws`; a Node js-libp2p peer (TCP) reaches it through the relay,
 /// and it reaches a Node js-libp2p target (TCP) through the relay: data both ways, hash-checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs Chromium and the js-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn browser_reserves_over_ws_and_exchanges_data_with_node_js_peers() {
-    let Some(browser) = Browser::get() else {
-        return;
-    };
+    let browser = Browser::get();
     let Some(js) = Js::get() else { return };
     let _one = BROWSER.lock().await;
     let versions = browser.versions();
@@ -475,10 +467,12 @@ async fn browser_reserves_over_ws_and_exchanges_data_with_node_js_peers() {
 /// A stock rust-libp2p relay client (TCP) reaches the browser through the relay, and the browser
 /// reaches it: data both ways, hash-checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs Chromium and the js-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn browser_exchanges_data_with_a_rust_peer() {
-    let Some(browser) = Browser::get() else {
-        return;
-    };
+    let browser = Browser::get();
     let _one = BROWSER.lock().await;
     let versions = browser.versions().and(&rust_versions());
     let relay = Relay::start(false);
@@ -557,9 +551,7 @@ async fn browser_exchanges_data_with_a_rust_peer() {
 /// Two pages, each its own js-libp2p node reserved on the relay; one reaches the other through
 /// the relay. Over `/ws`, and over `/tls/ws` with a self-signed certificate.
 async fn browser_to_browser(tls: bool) {
-    let Some(browser) = Browser::get() else {
-        return;
-    };
+    let browser = Browser::get();
     let _one = BROWSER.lock().await;
     let versions = browser.versions();
     let relay = Relay::start(tls);
@@ -618,11 +610,19 @@ async fn browser_to_browser(tls: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs Chromium and the js-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn browser_to_browser_over_ws() {
     browser_to_browser(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs Chromium and the js-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn browser_to_browser_over_secure_websocket() {
     browser_to_browser(true).await;
 }

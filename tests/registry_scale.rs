@@ -215,6 +215,25 @@ async fn relays_spread_over_shards_and_discovery_cost_is_bounded_at_scale() {
         per(|l| l.3 as f64),
     );
 
+    // What a discovery costs is bounded by the registry's design, not by the size of the
+    // network: at most every shard key read once, one lookup per shard (providers mode: records
+    // are fetched from the relays, not looked up), at most the configured number of record reads,
+    // and a Kademlia lookup's requests bounded by kad's replication factor (20) times its
+    // parallelism (3) per lookup.
+    for (i, &(shards_read, dht_lookups, dht_requests, record_reads)) in lookups.iter().enumerate() {
+        let cost = format!(
+            "discovery {i}: {shards_read} shards, {dht_lookups} lookups, {dht_requests} kad requests, \
+             {record_reads} record reads"
+        );
+        assert!(
+            shards_read >= 1 && shards_read <= usize::from(shards),
+            "{cost}"
+        );
+        assert_eq!(dht_lookups, shards_read, "{cost}");
+        assert!(record_reads <= registry::DEFAULT_MAX_RECORD_READS, "{cost}");
+        assert!(dht_requests as usize <= dht_lookups * 20 * 3, "{cost}");
+    }
+
     // Provider records per shard key, as stored across the DHT.
     let mut stored: HashMap<u16, HashSet<PeerId>> = HashMap::new();
     let mut max_per_node: HashMap<u16, usize> = HashMap::new();

@@ -50,18 +50,17 @@ async fn connect(client: &mut TestClient, relay: &TestRelay) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_reserve_renews_and_an_unrenewed_reservation_expires_at_its_ttl() {
     common::init_tracing();
-    let mut relay = TestRelay::start(
-        common::test_config()
-            .reservation_ttl(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    // Long enough that the renewal and the checks after it happen well within the first
+    // reservation's lifetime on a loaded machine; the expiry is then checked against it exactly.
+    const TTL: Duration = Duration::from_secs(6);
+    let mut relay =
+        TestRelay::start(common::test_config().reservation_ttl(TTL).build().unwrap()).await;
     let mut client = TestClient::start().await;
     connect(&mut client, &relay).await;
 
     let first = raw_reserve(&client, relay.peer_id).await;
     assert_eq!(first.status, Some(macula_relay::Status::Ok as i32));
+    let renewing = std::time::Instant::now();
     let renewed = raw_reserve(&client, relay.peer_id).await;
     assert_eq!(renewed.status, Some(macula_relay::Status::Ok as i32));
     let flags: Vec<bool> = vec![
@@ -88,6 +87,9 @@ async fn a_new_reserve_renews_and_an_unrenewed_reservation_expires_at_its_ttl() 
         })
         .await;
     assert_eq!(reason, ReservationEndReason::Expired);
+    // The renewal restarted the TTL: no expiry before TTL from the renewal request.
+    let lived = renewing.elapsed();
+    assert!(lived >= TTL, "expired {lived:?} after its renewal");
     let stats = relay.with(|r| r.stats()).await;
     assert_eq!(stats.reservations, 0);
     assert_eq!(

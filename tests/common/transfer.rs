@@ -11,6 +11,8 @@
 //! `PRNG(seed)`: xorshift32 (`x ^= x << 13; x ^= x >> 17; x ^= x << 5`), each word emitted as 4
 //! little-endian bytes, cut at N bytes.
 
+use std::time::Duration;
+
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use sha2::{Digest, Sha256};
@@ -116,26 +118,71 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// Runs the dialer's side: sends `up` bytes, receives `down`.
+/// The slowest rate a transfer in these tests may run at (the lowest bandwidth limit a test sets
+/// is 256 KiB/s per direction, so this leaves a margin of 4 for a loaded machine).
+const SLOWEST_RATE: u64 = 64 * 1024;
+/// Set-up allowance of every transfer (stream negotiation, the last hashes).
+const TRANSFER_SLACK: Duration = Duration::from_secs(60);
+
+/// How long a transfer of `up` and `down` bytes may take before it counts as hung: the
+/// slower direction at [`SLOWEST_RATE`], plus [`TRANSFER_SLACK`].
+pub fn deadline(up: u64, down: u64) -> Duration {
+    TRANSFER_SLACK + Duration::from_secs(up.max(down) / SLOWEST_RATE)
+}
+
+/// Fails with `TimedOut` naming the transfer if `exchange` does not finish by its deadline.
+async fn bounded(
+    side: &str,
+    up: u64,
+    down: u64,
+    exchange: impl std::future::Future<Output = std::io::Result<Outcome>>,
+) -> std::io::Result<Outcome> {
+    let limit = deadline(up, down);
+    tokio::time::timeout(limit, exchange).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{side} of a transfer ({up} B up, {down} B down) did not finish within {limit:?}"),
+        ))
+    })
+}
+
+/// Runs the dialer's side: sends `up` bytes, receives `down`; fails after [`deadline`].
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     up: u64,
     down: u64,
 ) -> std::io::Result<Outcome> {
-    let mut header = [0u8; 16];
-    header[..8].copy_from_slice(&up.to_be_bytes());
-    header[8..].copy_from_slice(&down.to_be_bytes());
-    stream.write_all(&header).await?;
-    exchange(stream, up, UP_SEED, down).await
+    bounded("the dialer's side", up, down, async move {
+        let mut header = [0u8; 16];
+        header[..8].copy_from_slice(&up.to_be_bytes());
+        header[8..].copy_from_slice(&down.to_be_bytes());
+        stream.write_all(&header).await?;
+        exchange(stream, up, UP_SEED, down).await
+    })
+    .await
 }
 
-/// Runs the listener's side of one stream.
+/// Runs the listener's side of one stream; fails if the header does not come within
+/// [`TRANSFER_SLACK`] or the transfer does not finish by its [`deadline`].
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<Outcome> {
     let mut header = [0u8; 16];
-    stream.read_exact(&mut header).await?;
+    tokio::time::timeout(TRANSFER_SLACK, stream.read_exact(&mut header))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no transfer header within {TRANSFER_SLACK:?}"),
+            )
+        })??;
     let up = u64::from_be_bytes(header[..8].try_into().unwrap());
     let down = u64::from_be_bytes(header[8..].try_into().unwrap());
-    exchange(stream, down, DOWN_SEED, up).await
+    bounded(
+        "the listener's side",
+        up,
+        down,
+        exchange(stream, down, DOWN_SEED, up),
+    )
+    .await
 }
 
 /// sha256 of the first `n` bytes of `PRNG(seed)`.
