@@ -19,6 +19,7 @@ pub fn deny_reason(reason: DenyReason) -> &'static str {
         DenyReason::SessionsFull => "sessions_full",
         DenyReason::PeerSessionsFull => "peer_sessions_full",
         DenyReason::TargetRefused => "target_refused",
+        DenyReason::SourceGone => "source_gone",
     }
 }
 

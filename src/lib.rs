@@ -51,6 +51,8 @@
 mod behaviour;
 mod config;
 mod copy;
+mod core;
+mod event;
 mod handler;
 pub mod node;
 pub mod protocol;
@@ -71,9 +73,7 @@ pub mod node_config;
 #[cfg(feature = "admin")]
 pub mod runner;
 
-pub use behaviour::{
-    Behaviour, EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession,
-};
+pub use behaviour::Behaviour;
 pub use config::{
     AccessPolicy, Config, ConfigBuilder, ConfigError, RequestRate, SessionLimits,
     DEFAULT_BANDWIDTH, DEFAULT_COPY_BUFFER_SIZE, DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION,
@@ -81,6 +81,7 @@ pub use config::{
     DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_RESERVATION_TTL, DEFAULT_SESSION_TIMEOUT,
     DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,
 };
+pub use event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession};
 pub use node::{
     load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
     WebsocketTls,

@@ -15,7 +15,7 @@ use std::{
 use libp2p::PeerId;
 
 pub use id::{ParseSessionIdError, SessionId};
-pub(crate) use table::{Requester, SessionTable};
+pub(crate) use table::{Requester, SessionState, SessionTable};
 
 use crate::{protocol::Status, SessionLimits};
 
@@ -46,6 +46,8 @@ pub enum DenyReason {
     PeerSessionsFull,
     /// The target refused, or did not answer, the relay's STOP request.
     TargetRefused,
+    /// The source's connection or stream went away before its circuit started.
+    SourceGone,
 }
 
 impl DenyReason {
@@ -65,7 +67,9 @@ impl DenyReason {
                 Status::PermissionDenied
             }
             DenyReason::NoReservation => Status::NoReservation,
-            DenyReason::TargetUnreachable | DenyReason::TargetRefused => Status::ConnectionFailed,
+            DenyReason::TargetUnreachable | DenyReason::TargetRefused | DenyReason::SourceGone => {
+                Status::ConnectionFailed
+            }
             DenyReason::Disabled
             | DenyReason::RateLimited
             | DenyReason::SessionsFull
@@ -91,6 +95,7 @@ impl fmt::Display for DenyReason {
             DenyReason::SessionsFull => "session limit reached",
             DenyReason::PeerSessionsFull => "peer session limit reached",
             DenyReason::TargetRefused => "target refused or did not answer",
+            DenyReason::SourceGone => "source left before the circuit started",
         })
     }
 }

@@ -3,7 +3,10 @@
 //! and no event is sent per chunk.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed},
+    sync::atomic::{
+        AtomicBool, AtomicU64, AtomicU8,
+        Ordering::{Acquire, Relaxed, Release},
+    },
     time::Duration,
 };
 
@@ -59,7 +62,8 @@ impl SessionShared {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
             .unwrap_or(0);
         self.timeout_millis.store(millis, Relaxed);
-        self.limits_changed.store(true, Relaxed);
+        // Release: a copy loop that sees the flag (Acquire) sees the values stored above.
+        self.limits_changed.store(true, Release);
     }
 
     /// The current limits.
@@ -74,7 +78,7 @@ impl SessionShared {
 
     /// Whether limits changed since the last call (for the copy loop).
     pub(crate) fn take_limits_changed(&self) -> bool {
-        self.limits_changed.load(Relaxed) && self.limits_changed.swap(false, Relaxed)
+        self.limits_changed.load(Relaxed) && self.limits_changed.swap(false, Acquire)
     }
 
     /// Asks the copy loop to end the session.
@@ -95,6 +99,11 @@ impl SessionShared {
     /// Registers the copy loop's waker.
     pub(crate) fn register(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
+    }
+
+    /// Time the copy loop has spent waiting for the throttle.
+    pub(crate) fn throttled(&self) -> Duration {
+        Duration::from_nanos(self.throttled_nanos.load(Relaxed))
     }
 
     /// Bytes relayed so far: (source to target, target to source).

@@ -11,8 +11,9 @@ use std::{
 use libp2p::{swarm::ConnectionId, PeerId};
 
 use super::{
-    rate_limit::RequestLimiter, shared::SessionShared, DenyReason, RelayStats, SessionId,
-    SessionInfo,
+    rate_limit::RequestLimiter,
+    shared::{CloseRequest, SessionShared},
+    DenyReason, RelayStats, SessionId, SessionInfo,
 };
 use crate::{Config, SessionLimits};
 
@@ -30,15 +31,58 @@ struct Reservation {
     expires: Instant,
 }
 
-/// A session, admitted (pending) or relaying (started).
+/// Where an admitted session stands. Every session goes
+/// `AwaitingTarget -> AwaitingSourceAccept -> Relaying -> Closing`, may end in any state, and
+/// leaves the table exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    /// The target is being asked over a STOP stream; the source's CONNECT waits for its answer.
+    AwaitingTarget,
+    /// The target accepted; the source's handler is writing it the OK. `close` is a close asked
+    /// for meanwhile, carried out as soon as the circuit starts.
+    AwaitingSourceAccept {
+        /// A close requested before the circuit started.
+        close: Option<CloseRequest>,
+    },
+    /// The copy loop relays; monotonic and wall-clock start.
+    Relaying {
+        /// When the circuit started.
+        since: Instant,
+        /// The same instant on the wall clock.
+        since_wall: SystemTime,
+    },
+    /// The copy loop was asked to end; waiting for it to report.
+    Closing {
+        /// When the circuit started.
+        since: Instant,
+        /// The same instant on the wall clock.
+        since_wall: SystemTime,
+        /// Why it was asked to end.
+        why: CloseRequest,
+    },
+}
+
+impl SessionState {
+    /// When the circuit started, if it has.
+    pub(crate) fn relaying_since(&self) -> Option<(Instant, SystemTime)> {
+        match *self {
+            SessionState::Relaying { since, since_wall }
+            | SessionState::Closing {
+                since, since_wall, ..
+            } => Some((since, since_wall)),
+            _ => None,
+        }
+    }
+}
+
+/// An admitted session.
 #[derive(Debug)]
 pub(crate) struct SessionEntry {
     pub(crate) source: PeerId,
     pub(crate) target: PeerId,
     pub(crate) source_connection: ConnectionId,
     pub(crate) target_connection: ConnectionId,
-    /// Set once the circuit is up: monotonic and wall-clock start.
-    pub(crate) started: Option<(Instant, SystemTime)>,
+    pub(crate) state: SessionState,
     pub(crate) shared: Arc<SessionShared>,
 }
 
@@ -206,7 +250,7 @@ impl SessionTable {
                 target,
                 source_connection: who.connection,
                 target_connection,
-                started: None,
+                state: SessionState::AwaitingTarget,
                 shared: shared.clone(),
             },
         );
@@ -259,18 +303,17 @@ impl SessionTable {
         self.totals.bad_requests += 1;
     }
 
-    /// Marks a pending session as relaying.
-    pub(crate) fn start_session(&mut self, id: SessionId, now: Instant) -> Option<&SessionEntry> {
-        let entry = self.sessions.get_mut(&id)?;
-        if entry.started.is_none() {
-            entry.started = Some((now, SystemTime::now()));
-            self.totals.sessions_created += 1;
-        }
-        Some(entry)
+    /// Counts a session whose circuit started.
+    pub(crate) fn count_created(&mut self) {
+        self.totals.sessions_created += 1;
     }
 
     pub(crate) fn session(&self, id: &SessionId) -> Option<&SessionEntry> {
         self.sessions.get(id)
+    }
+
+    pub(crate) fn session_mut(&mut self, id: &SessionId) -> Option<&mut SessionEntry> {
+        self.sessions.get_mut(id)
     }
 
     /// Removes a session, frees its slots and adds its bytes to the totals.
@@ -367,7 +410,7 @@ impl SessionTable {
             .sessions
             .iter()
             .filter_map(|(id, s)| {
-                let (started, started_at) = s.started?;
+                let (started, started_at) = s.state.relaying_since()?;
                 let (up, down) = s.shared.bytes();
                 Some(SessionInfo {
                     id: *id,
@@ -401,7 +444,7 @@ impl SessionTable {
             let (u, d) = s.shared.bytes();
             up += u;
             down += d;
-            active += usize::from(s.started.is_some());
+            active += usize::from(s.state.relaying_since().is_some());
         }
         RelayStats {
             enabled,
@@ -722,7 +765,11 @@ mod tests {
                 t0,
             )
             .unwrap();
-        table.start_session(id, t0).unwrap();
+        table.session_mut(&id).unwrap().state = SessionState::Relaying {
+            since: t0,
+            since_wall: SystemTime::now(),
+        };
+        table.count_created();
         shared
             .source_to_target
             .fetch_add(10, std::sync::atomic::Ordering::Relaxed);

@@ -1,0 +1,749 @@
+//! The relay core, sans I/O: every decision the relay makes (admission, reservations, session
+//! states, close, drain, limits, timers) with the clock passed in. It reads no clock, owns no
+//! timer, holds no stream and touches no socket (the model is quinn-proto's `Connection`).
+//!
+//! The adapter ([`crate::Behaviour`]) feeds it what happened (`on_*` methods), carries out what
+//! it asks ([`Command`]s from [`RelayCore::poll`]), hands its [`Event`]s to the swarm owner, and
+//! calls [`RelayCore::handle_timeout`] at [`RelayCore::poll_timeout`].
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use libp2p::{swarm::ConnectionId, PeerId};
+
+use crate::{
+    event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession},
+    protocol::{Status, WireLimit},
+    session::{
+        shared::{CloseRequest, SessionShared},
+        Requester, SessionState, SessionTable,
+    },
+    CloseReason, Config, ConfigError, DenyReason, RelayStats, SessionId, SessionInfo,
+    SessionLimits,
+};
+
+/// How often reservations are checked for expiry and rate-limit state is pruned.
+pub(crate) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the core asks the adapter to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Ask the target, over `connection`, to accept a circuit from `source` (a STOP stream).
+    OpenStop {
+        session: SessionId,
+        target: PeerId,
+        connection: ConnectionId,
+        source: PeerId,
+        limit: WireLimit,
+    },
+    /// Refuse the source's CONNECT of `session` with `status`.
+    DenyConnect { session: SessionId, status: Status },
+    /// The target accepted: answer the source's CONNECT with OK, then relay with `shared`.
+    AcceptConnect {
+        session: SessionId,
+        source: PeerId,
+        connection: ConnectionId,
+        limit: WireLimit,
+        shared: Arc<SessionShared>,
+    },
+    /// The target accepted a session that has ended meanwhile: drop (reset) its stream.
+    DropTarget { session: SessionId },
+    /// Ask a relaying session's copy loop to end.
+    CloseCircuit {
+        shared: Arc<SessionShared>,
+        why: CloseRequest,
+    },
+    /// The reservation `peer` held over `connection` ended.
+    ReservationEnded {
+        peer: PeerId,
+        connection: ConnectionId,
+    },
+}
+
+/// An output of the core.
+#[derive(Debug)]
+pub(crate) enum Output {
+    Command(Command),
+    Event(Event),
+}
+
+/// An accepted reservation, for the adapter to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// Whether it renewed a reservation on the same connection.
+    pub(crate) renewed: bool,
+    /// When it expires unless renewed.
+    pub(crate) expires: Instant,
+    /// The same instant on the wall clock.
+    pub(crate) expires_at: SystemTime,
+    /// The limit to announce.
+    pub(crate) limit: WireLimit,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnectionInfo {
+    peer: PeerId,
+    relayed: bool,
+    ip: Option<IpAddr>,
+}
+
+/// The relay's state machine.
+#[derive(Debug)]
+pub(crate) struct RelayCore {
+    local_peer: PeerId,
+    config: Config,
+    enabled: bool,
+    table: SessionTable,
+    connections: HashMap<ConnectionId, ConnectionInfo>,
+    housekeeping_at: Instant,
+    stats_at: Option<Instant>,
+    drain_at: Option<Instant>,
+    /// Time the copy loops of ended sessions spent waiting for their throttles.
+    throttled_ended: Duration,
+    out: VecDeque<Output>,
+}
+
+impl RelayCore {
+    /// A core for the relay `local_peer`, started at `now`.
+    pub(crate) fn new(local_peer: PeerId, config: Config, now: Instant) -> Self {
+        RelayCore {
+            local_peer,
+            enabled: config.start_enabled,
+            table: SessionTable::new(&config),
+            connections: HashMap::new(),
+            housekeeping_at: now + HOUSEKEEPING_INTERVAL,
+            stats_at: config.stats_interval.map(|i| now + i),
+            drain_at: None,
+            throttled_ended: Duration::ZERO,
+            out: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The next output, if any.
+    pub(crate) fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        [Some(self.housekeeping_at), self.stats_at, self.drain_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs what is due at `now`: reservation expiry, periodic stats, the drain deadline.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.housekeeping_at {
+            self.housekeeping_at = now + HOUSEKEEPING_INTERVAL;
+            for (peer, connection) in self.table.expire_reservations(now) {
+                tracing::debug!(%peer, "reservation expired");
+                self.command(Command::ReservationEnded { peer, connection });
+                self.emit(Event::ReservationEnded {
+                    peer,
+                    reason: ReservationEndReason::Expired,
+                });
+            }
+            self.table.prune(now);
+        }
+        if let (Some(at), Some(interval)) = (self.stats_at, self.config.stats_interval) {
+            if now >= at {
+                self.stats_at = Some(now + interval);
+                self.emit(Event::Stats(self.stats()));
+            }
+        }
+        if self.drain_at.is_some_and(|at| now >= at) {
+            self.drain_at = None;
+            self.drain_now();
+        }
+    }
+
+    // ---- connections ----------------------------------------------------------------------
+
+    /// A connection was established (`relayed`: it runs over a circuit of another relay).
+    pub(crate) fn on_connection_established(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        relayed: bool,
+        ip: Option<IpAddr>,
+    ) {
+        self.connections
+            .insert(connection, ConnectionInfo { peer, relayed, ip });
+    }
+
+    /// A connection the core was told about was refused after all (another behaviour denied it).
+    pub(crate) fn on_connection_refused(&mut self, connection: ConnectionId) {
+        self.connections.remove(&connection);
+    }
+
+    /// A connection closed: its reservation ends, and so does every session it carried.
+    pub(crate) fn on_connection_closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        now: Instant,
+    ) {
+        self.connections.remove(&connection);
+        if self.table.remove_reservation(&peer, connection) {
+            tracing::debug!(%peer, "reservation dropped: connection closed");
+            self.emit(Event::ReservationEnded {
+                peer,
+                reason: ReservationEndReason::ConnectionClosed,
+            });
+        }
+        for session in self.table.sessions_on(connection) {
+            let Some(entry) = self.table.session(&session) else {
+                continue;
+            };
+            let source_side = entry.source_connection == connection;
+            match (entry.state, source_side) {
+                // The source's handler, and with it the CONNECT or the copy loop, is gone.
+                (SessionState::AwaitingTarget, true)
+                | (SessionState::AwaitingSourceAccept { .. }, true) => {
+                    self.end_denied(session, DenyReason::SourceGone)
+                }
+                (SessionState::Relaying { .. } | SessionState::Closing { .. }, true) => {
+                    self.end_closed(session, CloseReason::ConnectionClosed, now)
+                }
+                // The target's connection died while it was being asked.
+                (SessionState::AwaitingTarget, false) => {
+                    self.end_denied(session, DenyReason::TargetRefused)
+                }
+                // The target's stream is already with the source's handler: the copy loop (or
+                // the OK being written) fails on it and reports the end.
+                (_, false) => {}
+            }
+        }
+    }
+
+    fn requester(&self, peer: PeerId, connection: ConnectionId) -> Requester {
+        let info = self.connections.get(&connection);
+        Requester {
+            peer,
+            connection,
+            relayed: info.is_some_and(|i| i.relayed),
+            ip: info.and_then(|i| i.ip),
+        }
+    }
+
+    /// A direct (not relayed) connection to `peer`.
+    fn direct_connection(&self, peer: &PeerId) -> Option<ConnectionId> {
+        self.connections
+            .iter()
+            .find(|(_, i)| i.peer == *peer && !i.relayed)
+            .map(|(c, _)| *c)
+    }
+
+    // ---- hop requests ---------------------------------------------------------------------
+
+    /// A RESERVE from `peer` over `connection`. On `Ok` the adapter answers with the grant; on
+    /// `Err` with the reason's [`reserve_status`](DenyReason::reserve_status).
+    pub(crate) fn on_reserve(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Grant, DenyReason> {
+        let who = self.requester(peer, connection);
+        match self
+            .table
+            .admit_reservation(&self.config, self.enabled, &who, now)
+        {
+            Ok(renewed) => {
+                let ttl = self.config.reservation_ttl;
+                let grant = Grant {
+                    renewed,
+                    expires: now + ttl,
+                    expires_at: wall + ttl,
+                    limit: self.config.limits_for(&peer).wire(),
+                };
+                tracing::debug!(%peer, renewed, "reservation accepted");
+                self.emit(Event::ReservationAccepted {
+                    peer,
+                    renewed,
+                    expires_at: grant.expires_at,
+                });
+                Ok(grant)
+            }
+            Err(reason) => {
+                let status = reason.reserve_status();
+                log_denial("reservation", &peer, None, reason, status);
+                self.emit(Event::ReservationDenied {
+                    peer,
+                    reason,
+                    status,
+                });
+                Err(reason)
+            }
+        }
+    }
+
+    /// A CONNECT from `source` over `connection` to `target`. On `Ok` the session is admitted
+    /// and the target is asked ([`Command::OpenStop`]); the adapter keeps the request until a
+    /// [`Command::AcceptConnect`] or [`Command::DenyConnect`] for the session. On `Err` the
+    /// adapter answers with the reason's [`connect_status`](DenyReason::connect_status).
+    pub(crate) fn on_connect(
+        &mut self,
+        source: PeerId,
+        connection: ConnectionId,
+        target: PeerId,
+        now: Instant,
+    ) -> Result<SessionId, DenyReason> {
+        let who = self.requester(source, connection);
+        let target_connection = self.table.reservation_connection(&target).or_else(|| {
+            (!self.config.require_reservation)
+                .then(|| self.direct_connection(&target))
+                .flatten()
+        });
+        match self.table.admit_session(
+            &self.config,
+            self.enabled,
+            &who,
+            self.local_peer,
+            target,
+            target_connection,
+            now,
+        ) {
+            Ok((session, shared)) => {
+                let connection = target_connection.expect("admitted with a connection");
+                tracing::debug!(%session, %source, %target, "session admitted, asking target");
+                self.command(Command::OpenStop {
+                    session,
+                    target,
+                    connection,
+                    source,
+                    limit: shared.limits().wire(),
+                });
+                Ok(session)
+            }
+            Err(reason) => {
+                let status = reason.connect_status();
+                log_denial("session", &source, Some(&target), reason, status);
+                self.emit(Event::SessionDenied {
+                    source,
+                    target,
+                    reason,
+                    status,
+                });
+                Err(reason)
+            }
+        }
+    }
+
+    /// A hop request rejected before any decision (malformed, silent, too many).
+    pub(crate) fn on_bad_request(&mut self, peer: PeerId, error: String) {
+        tracing::info!(%peer, %error, "bad hop request");
+        self.table.record_bad_request();
+        self.emit(Event::BadRequest { peer, error });
+    }
+
+    // ---- session lifecycle ----------------------------------------------------------------
+
+    /// The target accepted the circuit. The adapter keeps the target's stream until
+    /// [`Command::AcceptConnect`] (hand it to the source's handler) or [`Command::DropTarget`].
+    pub(crate) fn on_stop_accepted(&mut self, session: SessionId) {
+        let Some(entry) = self.table.session_mut(&session) else {
+            tracing::debug!(%session, "target accepted a session that has ended");
+            self.command(Command::DropTarget { session });
+            return;
+        };
+        if entry.state != SessionState::AwaitingTarget {
+            tracing::warn!(%session, state = ?entry.state, "unexpected STOP answer");
+            self.command(Command::DropTarget { session });
+            return;
+        }
+        entry.state = SessionState::AwaitingSourceAccept { close: None };
+        let command = Command::AcceptConnect {
+            session,
+            source: entry.source,
+            connection: entry.source_connection,
+            limit: entry.shared.limits().wire(),
+            shared: entry.shared.clone(),
+        };
+        self.command(command);
+    }
+
+    /// The target refused the circuit or could not be asked.
+    pub(crate) fn on_stop_failed(&mut self, session: SessionId, error: &str) {
+        match self.table.session(&session).map(|e| e.state) {
+            Some(SessionState::AwaitingTarget) => {
+                tracing::info!(%session, %error, "target did not accept the circuit");
+                self.end_denied(session, DenyReason::TargetRefused);
+            }
+            Some(state) => tracing::warn!(%session, ?state, "unexpected STOP failure"),
+            None => tracing::debug!(%session, "STOP failed for a session that has ended"),
+        }
+    }
+
+    /// The source got its OK and the copy loop runs.
+    pub(crate) fn on_circuit_started(
+        &mut self,
+        session: SessionId,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let Some(entry) = self.table.session_mut(&session) else {
+            tracing::warn!(%session, "a circuit started for an unknown session");
+            return;
+        };
+        let SessionState::AwaitingSourceAccept { close } = entry.state else {
+            tracing::warn!(%session, state = ?entry.state, "unexpected circuit start");
+            return;
+        };
+        entry.state = match close {
+            None => SessionState::Relaying {
+                since: now,
+                since_wall: wall,
+            },
+            Some(why) => SessionState::Closing {
+                since: now,
+                since_wall: wall,
+                why,
+            },
+        };
+        let (source, target, shared) = (entry.source, entry.target, entry.shared.clone());
+        self.table.count_created();
+        let limits = shared.limits();
+        tracing::info!(%session, %source, %target, ?limits, "session opened");
+        self.emit(Event::SessionOpened {
+            id: session,
+            source,
+            target,
+            limits,
+        });
+        if let Some(why) = close {
+            self.command(Command::CloseCircuit { shared, why });
+        }
+    }
+
+    /// The copy loop ended (or the OK could not be written to the source).
+    pub(crate) fn on_circuit_ended(
+        &mut self,
+        session: SessionId,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        match self.table.session(&session).map(|e| e.state) {
+            Some(SessionState::AwaitingSourceAccept { .. }) => {
+                tracing::info!(%session, %reason, "the circuit could not start");
+                self.end_denied(session, DenyReason::SourceGone);
+            }
+            Some(SessionState::Relaying { .. } | SessionState::Closing { .. }) => {
+                self.end_closed(session, reason, now)
+            }
+            Some(SessionState::AwaitingTarget) => {
+                tracing::warn!(%session, "a circuit ended before its target answered")
+            }
+            None => tracing::debug!(%session, %reason, "an ended session reported its end"),
+        }
+    }
+
+    /// Ends a session that never relayed: frees its slot, counts and announces the refusal, and
+    /// refuses the source's CONNECT if it still waits for an answer (the adapter knows whether it
+    /// does: it holds the request until then).
+    fn end_denied(&mut self, session: SessionId, reason: DenyReason) {
+        let Some(entry) = self.table.remove_session(&session) else {
+            return;
+        };
+        self.table.record_session_denied(reason);
+        let status = reason.connect_status();
+        self.command(Command::DenyConnect { session, status });
+        log_denial(
+            "session",
+            &entry.source,
+            Some(&entry.target),
+            reason,
+            status,
+        );
+        self.emit(Event::SessionDenied {
+            source: entry.source,
+            target: entry.target,
+            reason,
+            status,
+        });
+    }
+
+    /// Ends a session that relayed: frees its slot and announces it with its bytes.
+    fn end_closed(&mut self, session: SessionId, reason: CloseReason, now: Instant) {
+        let Some(entry) = self.table.remove_session(&session) else {
+            return;
+        };
+        let Some((since, _)) = entry.state.relaying_since() else {
+            return;
+        };
+        let (up, down) = entry.shared.bytes();
+        let duration = now.saturating_duration_since(since);
+        self.throttled_ended += entry.shared.throttled();
+        tracing::info!(
+            %session, source = %entry.source, target = %entry.target, %reason,
+            bytes_source_to_target = up, bytes_target_to_source = down,
+            duration_ms = duration.as_millis() as u64, "session closed"
+        );
+        self.emit(Event::SessionClosed {
+            id: session,
+            source: entry.source,
+            target: entry.target,
+            reason,
+            bytes_source_to_target: up,
+            bytes_target_to_source: down,
+            duration,
+        });
+    }
+
+    /// Asks a session to end for `why`, whatever its state (see [`SessionState`]).
+    fn close(&mut self, session: SessionId, why: CloseRequest) {
+        let Some(entry) = self.table.session_mut(&session) else {
+            return;
+        };
+        match entry.state {
+            SessionState::AwaitingTarget => {
+                let reason = match why {
+                    CloseRequest::Owner => DenyReason::TargetRefused,
+                    CloseRequest::Drained => DenyReason::Disabled,
+                };
+                self.end_denied(session, reason);
+            }
+            SessionState::AwaitingSourceAccept { ref mut close } => {
+                close.get_or_insert(why);
+            }
+            SessionState::Relaying { since, since_wall } => {
+                entry.state = SessionState::Closing {
+                    since,
+                    since_wall,
+                    why,
+                };
+                let shared = entry.shared.clone();
+                self.command(Command::CloseCircuit { shared, why });
+            }
+            SessionState::Closing { .. } => {}
+        }
+    }
+
+    // ---- control --------------------------------------------------------------------------
+
+    /// Ends one session (reference: `close_relay/1`).
+    pub(crate) fn close_session(&mut self, id: SessionId) -> Result<(), UnknownSession> {
+        if self.table.session(&id).is_none() {
+            return Err(UnknownSession(id));
+        }
+        self.close(id, CloseRequest::Owner);
+        Ok(())
+    }
+
+    /// Accept new reservations and sessions; cancels a drain.
+    pub(crate) fn enable(&mut self) {
+        self.drain_at = None;
+        self.set_enabled(true);
+    }
+
+    /// [`enable`](Self::enable) with options (reference: `enable/1`).
+    pub(crate) fn enable_with(&mut self, options: EnableOptions) -> Result<(), ConfigError> {
+        if let Some(given) = options.node_id {
+            if given != self.local_peer {
+                return Err(ConfigError::WrongNodeId {
+                    given: given.to_string(),
+                    local: self.local_peer.to_string(),
+                });
+            }
+        }
+        if options.capacity == Some(0) {
+            return Err(ConfigError::Zero("capacity"));
+        }
+        if let Some(capacity) = options.capacity {
+            self.config.max_sessions = capacity;
+        }
+        if !options.endpoints.is_empty() {
+            self.config.advertised_addrs = options.endpoints;
+        }
+        self.enable();
+        Ok(())
+    }
+
+    /// Refuse new reservations and sessions; live ones continue.
+    pub(crate) fn disable(&mut self) {
+        self.set_enabled(false);
+    }
+
+    /// Disable, and at `now + grace` end every session and reservation.
+    pub(crate) fn disable_and_drain(&mut self, grace: Duration, now: Instant) {
+        self.disable();
+        self.drain_at = Some(now + grace);
+        if grace.is_zero() {
+            self.handle_timeout(now);
+        }
+    }
+
+    /// Whether the relay accepts new reservations and sessions.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn set_enabled(&mut self, enabled: bool) {
+        if self.enabled != enabled {
+            self.enabled = enabled;
+            tracing::info!(enabled, "relay status changed");
+            self.emit(Event::StatusChanged { enabled });
+        }
+    }
+
+    fn drain_now(&mut self) {
+        let ids: Vec<SessionId> = self.table.session_ids().map(|(id, _)| *id).collect();
+        tracing::info!(
+            sessions = ids.len(),
+            "drain deadline passed: closing sessions"
+        );
+        for id in ids {
+            self.close(id, CloseRequest::Drained);
+        }
+        for (peer, connection) in self.table.clear_reservations() {
+            self.command(Command::ReservationEnded { peer, connection });
+            self.emit(Event::ReservationEnded {
+                peer,
+                reason: ReservationEndReason::Drained,
+            });
+        }
+    }
+
+    /// Applies a new configuration (validated first); live sessions get the new limits.
+    fn reconfigure(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut config = self.config.clone();
+        change(&mut config);
+        config.validate()?;
+        self.config = config;
+        self.table.apply_limits(&self.config);
+        Ok(())
+    }
+
+    /// Replaces the default session limits.
+    pub(crate) fn set_limits(&mut self, limits: SessionLimits) -> Result<(), ConfigError> {
+        self.reconfigure(|c| c.limits = limits)
+    }
+
+    /// Sets or removes a peer's own limits.
+    pub(crate) fn set_peer_limits(
+        &mut self,
+        peer: PeerId,
+        limits: Option<SessionLimits>,
+    ) -> Result<(), ConfigError> {
+        self.reconfigure(|c| {
+            match limits {
+                Some(l) => c.policy.overrides.insert(peer, l),
+                None => c.policy.overrides.remove(&peer),
+            };
+        })
+    }
+
+    /// Changes the maximum number of concurrent sessions.
+    pub(crate) fn set_max_sessions(&mut self, max_sessions: usize) -> Result<(), ConfigError> {
+        if max_sessions == 0 {
+            return Err(ConfigError::Zero("max_sessions"));
+        }
+        self.config.max_sessions = max_sessions;
+        Ok(())
+    }
+
+    /// Adds `peer` to the deny list or removes it.
+    pub(crate) fn set_denied(&mut self, peer: PeerId, denied: bool) {
+        if denied {
+            self.config.policy.deny.insert(peer);
+        } else {
+            self.config.policy.deny.remove(&peer);
+        }
+    }
+
+    // ---- queries --------------------------------------------------------------------------
+
+    /// The relaying sessions, as of `now`.
+    pub(crate) fn sessions(&self, now: Instant) -> Vec<SessionInfo> {
+        self.table.infos(now)
+    }
+
+    /// The statistics.
+    pub(crate) fn stats(&self) -> RelayStats {
+        self.table.stats(&self.config, self.enabled)
+    }
+
+    /// Time all sessions, live and ended, spent waiting for their throttles.
+    pub(crate) fn total_throttled(&self, now: Instant) -> Duration {
+        self.throttled_ended
+            + self
+                .sessions(now)
+                .iter()
+                .map(|s| s.throttled)
+                .sum::<Duration>()
+    }
+
+    /// The reservations held, with their expiry on the wall clock.
+    pub(crate) fn reservations(&self, now: Instant, wall: SystemTime) -> Vec<ReservationInfo> {
+        let mut list: Vec<_> = self
+            .table
+            .reservations()
+            .map(|(peer, connection, expires)| ReservationInfo {
+                peer,
+                connection,
+                expires_at: wall + expires.saturating_duration_since(now),
+            })
+            .collect();
+        list.sort_by_key(|r| r.expires_at);
+        list
+    }
+
+    /// The state of a session, if it is known.
+    #[cfg(test)]
+    pub(crate) fn state(&self, id: &SessionId) -> Option<SessionState> {
+        self.table.session(id).map(|e| e.state)
+    }
+
+    /// Every known session with its state.
+    #[cfg(test)]
+    pub(crate) fn states(&self) -> Vec<(SessionId, SessionState)> {
+        self.table
+            .session_ids()
+            .map(|(id, e)| (*id, e.state))
+            .collect()
+    }
+
+    /// A session's shared counters (for tests that play the copy loop).
+    #[cfg(test)]
+    pub(crate) fn shared(&self, id: &SessionId) -> Option<Arc<SessionShared>> {
+        self.table.session(id).map(|e| e.shared.clone())
+    }
+
+    fn command(&mut self, command: Command) {
+        self.out.push_back(Output::Command(command));
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.out.push_back(Output::Event(event));
+    }
+}
+
+fn log_denial(
+    what: &str,
+    peer: &PeerId,
+    target: Option<&PeerId>,
+    reason: DenyReason,
+    status: Status,
+) {
+    match reason {
+        DenyReason::RateLimited => {
+            tracing::debug!(%peer, ?target, %reason, %status, "{what} refused")
+        }
+        _ => tracing::info!(%peer, ?target, %reason, %status, "{what} refused"),
+    }
+}

@@ -1,0 +1,857 @@
+//! The relay core with a fake clock: every session transition, close and drain in every state,
+//! connections closing under sessions, timers, and a property test over random operation
+//! sequences that plays the handlers and checks the core's invariants.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr},
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant, SystemTime},
+};
+
+use libp2p::{swarm::ConnectionId, PeerId};
+use proptest::prelude::*;
+
+use super::{Command, Output, RelayCore};
+use crate::{
+    session::{shared::CloseRequest, SessionState},
+    CloseReason, Config, DenyReason, Event, ReservationEndReason, SessionId, Status,
+};
+
+fn conn(n: usize) -> ConnectionId {
+    ConnectionId::new_unchecked(n)
+}
+
+fn config() -> Config {
+    Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
+        .build()
+        .unwrap()
+}
+
+/// A core with a target holding a reservation (connection 1) and a source (connection 2).
+struct World {
+    core: RelayCore,
+    now: Instant,
+    wall: SystemTime,
+    target: PeerId,
+    source: PeerId,
+}
+
+const TARGET_CONN: usize = 1;
+const SOURCE_CONN: usize = 2;
+
+impl World {
+    fn new(config: Config) -> World {
+        let now = Instant::now();
+        let mut core = RelayCore::new(PeerId::random(), config, now);
+        let (target, source) = (PeerId::random(), PeerId::random());
+        let ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        core.on_connection_established(conn(TARGET_CONN), target, false, ip);
+        core.on_connection_established(conn(SOURCE_CONN), source, false, ip);
+        let mut world = World {
+            core,
+            now,
+            wall: SystemTime::now(),
+            target,
+            source,
+        };
+        world
+            .core
+            .on_reserve(target, conn(TARGET_CONN), now, world.wall)
+            .unwrap();
+        world.drain();
+        world
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.wall += by;
+    }
+
+    /// Advances the fake clock to each deadline up to `until`, running what is due.
+    fn run_until(&mut self, until: Instant) {
+        while let Some(at) = self.core.poll_timeout().filter(|at| *at <= until) {
+            let at = at.max(self.now);
+            self.wall += at - self.now;
+            self.now = at;
+            self.core.handle_timeout(at);
+        }
+        self.wall += until.saturating_duration_since(self.now);
+        self.now = self.now.max(until);
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.core.poll()).collect()
+    }
+
+    fn connect(&mut self) -> SessionId {
+        let id = self
+            .core
+            .on_connect(self.source, conn(SOURCE_CONN), self.target, self.now)
+            .unwrap();
+        let out = self.drain();
+        assert!(
+            matches!(out.as_slice(), [Output::Command(Command::OpenStop { session, connection, .. })]
+                if *session == id && *connection == conn(TARGET_CONN)),
+            "{out:?}"
+        );
+        id
+    }
+
+    /// A session whose target accepted: the source's OK is being written.
+    fn accepted(&mut self) -> SessionId {
+        let id = self.connect();
+        self.core.on_stop_accepted(id);
+        let out = self.drain();
+        assert!(
+            matches!(out.as_slice(), [Output::Command(Command::AcceptConnect { session, connection, .. })]
+                if *session == id && *connection == conn(SOURCE_CONN)),
+            "{out:?}"
+        );
+        id
+    }
+
+    fn relaying(&mut self) -> SessionId {
+        let id = self.accepted();
+        self.core.on_circuit_started(id, self.now, self.wall);
+        let out = self.drain();
+        assert!(
+            matches!(out.as_slice(), [Output::Event(Event::SessionOpened { id: opened, .. })] if *opened == id),
+            "{out:?}"
+        );
+        id
+    }
+}
+
+fn events(out: &[Output]) -> Vec<&Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn denied(out: &[Output]) -> Vec<DenyReason> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SessionDenied { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close_commands(out: &[Output]) -> Vec<CloseRequest> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Command(Command::CloseCircuit { why, .. }) => Some(*why),
+            _ => None,
+        })
+        .collect()
+}
+
+fn deny_commands(out: &[Output]) -> Vec<(SessionId, Status)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Command(Command::DenyConnect { session, status }) => Some((*session, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_goes_through_every_state_and_ends_with_its_bytes_and_duration() {
+    let mut w = World::new(config());
+    let id = w.connect();
+    assert_eq!(w.core.state(&id), Some(SessionState::AwaitingTarget));
+    assert_eq!(w.core.stats().pending_sessions, 1);
+    w.core.on_stop_accepted(id);
+    w.drain();
+    assert_eq!(
+        w.core.state(&id),
+        Some(SessionState::AwaitingSourceAccept { close: None })
+    );
+    let started = w.now;
+    w.core.on_circuit_started(id, w.now, w.wall);
+    w.drain();
+    assert!(matches!(
+        w.core.state(&id),
+        Some(SessionState::Relaying { since, .. }) if since == started
+    ));
+    let shared = w.core.shared(&id).unwrap();
+    shared.source_to_target.fetch_add(300, Relaxed);
+    shared.target_to_source.fetch_add(200, Relaxed);
+    w.advance(Duration::from_secs(7));
+    w.core.on_circuit_ended(id, CloseReason::Completed, w.now);
+    let out = w.drain();
+    let [Event::SessionClosed {
+        id: closed,
+        reason,
+        bytes_source_to_target,
+        bytes_target_to_source,
+        duration,
+        ..
+    }] = events(&out)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (
+            *closed,
+            reason,
+            *bytes_source_to_target,
+            *bytes_target_to_source,
+            *duration
+        ),
+        (
+            id,
+            &CloseReason::Completed,
+            300,
+            200,
+            Duration::from_secs(7)
+        )
+    );
+    let stats = w.core.stats();
+    assert_eq!(
+        (
+            stats.active_sessions,
+            stats.pending_sessions,
+            stats.total_sessions_created
+        ),
+        (0, 0, 1)
+    );
+    assert_eq!(stats.total_bytes_relayed, 500);
+}
+
+#[test]
+fn close_while_waiting_for_the_target_refuses_the_connect_and_drops_the_late_stop() {
+    let mut w = World::new(config());
+    let id = w.connect();
+    w.core.close_session(id).unwrap();
+    let out = w.drain();
+    assert_eq!(deny_commands(&out), vec![(id, Status::ConnectionFailed)]);
+    assert_eq!(denied(&out), vec![DenyReason::TargetRefused]);
+    assert_eq!(w.core.state(&id), None);
+    // The target's answer arrives after all: its stream is dropped, nothing starts.
+    w.core.on_stop_accepted(id);
+    let out = w.drain();
+    assert!(
+        matches!(out.as_slice(), [Output::Command(Command::DropTarget { session })] if *session == id),
+        "{out:?}"
+    );
+    assert_eq!(w.core.stats().pending_sessions, 0);
+}
+
+#[test]
+fn close_while_the_source_is_sent_ok_closes_the_circuit_as_soon_as_it_starts() {
+    // The escape: a close between the target's STOP OK and the circuit start used to drop the
+    // session from the table while its OK was on the way, leaving a circuit no cap, stat, close
+    // or drain reached.
+    let mut w = World::new(config());
+    let id = w.accepted();
+    w.core.close_session(id).unwrap();
+    assert!(
+        w.drain().is_empty(),
+        "nothing to do until the circuit starts"
+    );
+    assert_eq!(
+        w.core.state(&id),
+        Some(SessionState::AwaitingSourceAccept {
+            close: Some(CloseRequest::Owner)
+        })
+    );
+    assert_eq!(w.core.stats().pending_sessions, 1, "the slot stays taken");
+    w.core.on_circuit_started(id, w.now, w.wall);
+    let out = w.drain();
+    assert_eq!(close_commands(&out), vec![CloseRequest::Owner]);
+    assert!(matches!(
+        w.core.state(&id),
+        Some(SessionState::Closing {
+            why: CloseRequest::Owner,
+            ..
+        })
+    ));
+    w.core
+        .on_circuit_ended(id, CloseReason::ClosedByOwner, w.now);
+    let out = w.drain();
+    assert!(matches!(
+        events(&out)[..],
+        [Event::SessionClosed {
+            reason: CloseReason::ClosedByOwner,
+            ..
+        }]
+    ));
+    assert_eq!(w.core.stats().active_sessions, 0);
+}
+
+#[test]
+fn close_while_relaying_asks_the_copy_loop_once() {
+    let mut w = World::new(config());
+    let id = w.relaying();
+    w.core.close_session(id).unwrap();
+    assert_eq!(close_commands(&w.drain()), vec![CloseRequest::Owner]);
+    w.core.close_session(id).unwrap();
+    assert!(w.drain().is_empty(), "a second close asks nothing more");
+    assert!(w.core.close_session(SessionId::from(7)).is_err());
+}
+
+#[test]
+fn drain_ends_every_session_in_every_state_and_every_reservation_at_the_deadline() {
+    let mut w = World::new(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None)
+            .max_sessions_per_peer(10)
+            .build()
+            .unwrap(),
+    );
+    let waiting = w.connect();
+    let accepting = w.accepted();
+    let relaying = w.relaying();
+    w.core.disable_and_drain(Duration::from_secs(30), w.now);
+    let out = w.drain();
+    assert!(matches!(
+        events(&out)[..],
+        [Event::StatusChanged { enabled: false }]
+    ));
+    // Nothing happens before the deadline.
+    w.run_until(w.now + Duration::from_secs(29));
+    assert!(w.drain().iter().all(|o| !matches!(
+        o,
+        Output::Event(Event::SessionDenied { .. }) | Output::Command(Command::CloseCircuit { .. })
+    )));
+    w.run_until(w.now + Duration::from_secs(1));
+    let out = w.drain();
+    assert_eq!(
+        deny_commands(&out),
+        vec![(waiting, Status::ResourceLimitExceeded)]
+    );
+    assert_eq!(denied(&out), vec![DenyReason::Disabled]);
+    assert_eq!(close_commands(&out), vec![CloseRequest::Drained]);
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::ReservationEnded {
+            reason: ReservationEndReason::Drained,
+            ..
+        }
+    )));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Command(Command::ReservationEnded { .. }))));
+    assert_eq!(w.core.stats().reservations, 0);
+    // The session being sent its OK closes as soon as it starts.
+    assert_eq!(
+        w.core.state(&accepting),
+        Some(SessionState::AwaitingSourceAccept {
+            close: Some(CloseRequest::Drained)
+        })
+    );
+    w.core.on_circuit_started(accepting, w.now, w.wall);
+    assert_eq!(close_commands(&w.drain()), vec![CloseRequest::Drained]);
+    for id in [accepting, relaying] {
+        w.core.on_circuit_ended(id, CloseReason::Drained, w.now);
+    }
+    let closed = events(&w.drain())
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::SessionClosed {
+                    reason: CloseReason::Drained,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(closed, 2);
+    assert_eq!(w.core.states(), vec![]);
+}
+
+#[test]
+fn enable_before_the_deadline_cancels_the_drain() {
+    let mut w = World::new(config());
+    let id = w.relaying();
+    w.core.disable_and_drain(Duration::from_secs(5), w.now);
+    w.core.enable();
+    w.run_until(w.now + Duration::from_secs(60));
+    assert!(close_commands(&w.drain()).is_empty());
+    assert!(matches!(
+        w.core.state(&id),
+        Some(SessionState::Relaying { .. })
+    ));
+    assert!(w.core.is_enabled());
+}
+
+#[test]
+fn a_zero_grace_drain_ends_sessions_at_once() {
+    let mut w = World::new(config());
+    w.relaying();
+    w.core.disable_and_drain(Duration::ZERO, w.now);
+    assert_eq!(close_commands(&w.drain()), vec![CloseRequest::Drained]);
+}
+
+#[test]
+fn a_refused_stop_refuses_the_connect() {
+    let mut w = World::new(config());
+    let id = w.connect();
+    w.core.on_stop_failed(id, "no");
+    let out = w.drain();
+    assert_eq!(deny_commands(&out), vec![(id, Status::ConnectionFailed)]);
+    assert_eq!(denied(&out), vec![DenyReason::TargetRefused]);
+    assert_eq!(
+        w.core
+            .stats()
+            .sessions_denied
+            .get(&DenyReason::TargetRefused),
+        Some(&1)
+    );
+}
+
+#[test]
+fn an_ok_that_cannot_be_written_ends_the_session_as_refused() {
+    let mut w = World::new(config());
+    let id = w.accepted();
+    w.core.on_circuit_ended(
+        id,
+        CloseReason::StreamError {
+            side: crate::Side::Source,
+            error: "reset".into(),
+        },
+        w.now,
+    );
+    assert_eq!(denied(&w.drain()), vec![DenyReason::SourceGone]);
+    assert_eq!(w.core.stats().total_sessions_created, 0);
+}
+
+#[test]
+fn the_source_connection_closing_ends_its_sessions_in_every_state() {
+    let mut w = World::new(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None)
+            .max_sessions_per_peer(10)
+            .build()
+            .unwrap(),
+    );
+    let (waiting, accepting, relaying) = (w.connect(), w.accepted(), w.relaying());
+    w.core
+        .on_connection_closed(w.source, conn(SOURCE_CONN), w.now);
+    let out = w.drain();
+    let mut reasons = denied(&out);
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![DenyReason::SourceGone, DenyReason::SourceGone]
+    );
+    assert!(matches!(
+        events(&out)
+            .iter()
+            .find(|e| matches!(e, Event::SessionClosed { .. })),
+        Some(Event::SessionClosed { id, reason: CloseReason::ConnectionClosed, .. }) if *id == relaying
+    ));
+    for id in [waiting, accepting, relaying] {
+        assert_eq!(w.core.state(&id), None);
+    }
+    // The target's late answer for the waiting session is dropped.
+    w.core.on_stop_accepted(waiting);
+    assert!(matches!(
+        w.drain().as_slice(),
+        [Output::Command(Command::DropTarget { .. })]
+    ));
+}
+
+#[test]
+fn the_target_connection_closing_refuses_only_the_sessions_still_asking_it() {
+    let mut w = World::new(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None)
+            .max_sessions_per_peer(10)
+            .build()
+            .unwrap(),
+    );
+    let (waiting, relaying) = (w.connect(), w.relaying());
+    w.core
+        .on_connection_closed(w.target, conn(TARGET_CONN), w.now);
+    let out = w.drain();
+    assert_eq!(
+        deny_commands(&out),
+        vec![(waiting, Status::ConnectionFailed)]
+    );
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::ReservationEnded {
+            reason: ReservationEndReason::ConnectionClosed,
+            ..
+        }
+    )));
+    // The relaying one ends through its copy loop, which fails on the target's stream.
+    assert!(matches!(
+        w.core.state(&relaying),
+        Some(SessionState::Relaying { .. })
+    ));
+}
+
+#[test]
+fn a_reservation_expires_at_its_ttl_on_the_fake_clock_unless_renewed() {
+    let ttl = Duration::from_secs(60);
+    let mut w = World::new(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None)
+            .reservation_ttl(ttl)
+            .build()
+            .unwrap(),
+    );
+    w.run_until(w.now + Duration::from_secs(40));
+    let renewed = w
+        .core
+        .on_reserve(w.target, conn(TARGET_CONN), w.now, w.wall)
+        .unwrap();
+    assert!(renewed.renewed);
+    assert_eq!(renewed.expires, w.now + ttl);
+    w.run_until(w.now + Duration::from_secs(59));
+    assert_eq!(w.core.stats().reservations, 1);
+    w.drain();
+    w.run_until(w.now + Duration::from_secs(2));
+    let out = w.drain();
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::ReservationEnded {
+            reason: ReservationEndReason::Expired,
+            ..
+        }
+    )));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Command(Command::ReservationEnded { .. }))));
+    assert_eq!(w.core.stats().reservations, 0);
+}
+
+#[test]
+fn stats_are_emitted_at_each_interval_and_the_next_deadline_is_the_earliest() {
+    let mut w = World::new(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(Some(Duration::from_secs(10)))
+            .build()
+            .unwrap(),
+    );
+    let start = w.now;
+    assert!(w.core.poll_timeout().unwrap() <= start + Duration::from_secs(1));
+    w.run_until(start + Duration::from_secs(35));
+    let stats = events(&w.drain())
+        .iter()
+        .filter(|e| matches!(e, Event::Stats(_)))
+        .count();
+    assert_eq!(stats, 3);
+}
+
+#[test]
+fn a_disabled_relay_refuses_and_re_enabling_restores() {
+    let mut w = World::new(config());
+    w.core.disable();
+    assert_eq!(
+        w.core
+            .on_connect(w.source, conn(SOURCE_CONN), w.target, w.now),
+        Err(DenyReason::Disabled)
+    );
+    assert_eq!(
+        w.core
+            .on_reserve(w.source, conn(SOURCE_CONN), w.now, w.wall),
+        Err(DenyReason::Disabled)
+    );
+    w.core.enable();
+    w.drain();
+    w.connect();
+}
+
+// ---- property test ------------------------------------------------------------------------
+
+/// What a handler would do next, or a control call.
+#[derive(Clone, Debug)]
+enum Op {
+    Connect { source: usize, target: usize },
+    StopAccept(usize),
+    StopFail(usize),
+    CircuitStart(usize),
+    CircuitEnd(usize),
+    Close(usize),
+    CloseConnection(usize),
+    Reserve(usize),
+    Drain(u64),
+    Enable,
+    Disable,
+    Advance(u64),
+    Bytes(usize, u64),
+    SetMaxSessions(usize),
+}
+
+const PEERS: usize = 4;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..PEERS, 0..PEERS).prop_map(|(source, target)| Op::Connect { source, target }),
+        3 => any::<usize>().prop_map(Op::StopAccept),
+        1 => any::<usize>().prop_map(Op::StopFail),
+        3 => any::<usize>().prop_map(Op::CircuitStart),
+        2 => any::<usize>().prop_map(Op::CircuitEnd),
+        1 => any::<usize>().prop_map(Op::Close),
+        1 => (0..PEERS).prop_map(Op::CloseConnection),
+        2 => (0..PEERS).prop_map(Op::Reserve),
+        1 => (0u64..5).prop_map(Op::Drain),
+        1 => Just(Op::Enable),
+        1 => Just(Op::Disable),
+        2 => (0u64..3000).prop_map(Op::Advance),
+        2 => (any::<usize>(), 0u64..10_000).prop_map(|(k, n)| Op::Bytes(k, n)),
+        1 => (1usize..6).prop_map(Op::SetMaxSessions),
+    ]
+}
+
+/// The handlers' side of the world, played by the test.
+#[derive(Default)]
+struct Handlers {
+    /// Sessions whose target is being asked (STOP in flight).
+    asking: BTreeSet<SessionId>,
+    /// Sessions whose OK is being written to the source.
+    accepting: BTreeSet<SessionId>,
+    /// Sessions whose copy loop runs.
+    copying: BTreeSet<SessionId>,
+    /// Each session's (source connection, target connection).
+    connections: HashMap<SessionId, (ConnectionId, ConnectionId)>,
+}
+
+impl Handlers {
+    fn pick(set: &BTreeSet<SessionId>, k: usize) -> Option<SessionId> {
+        (!set.is_empty()).then(|| *set.iter().nth(k % set.len()).unwrap())
+    }
+}
+
+struct Check {
+    admitted: BTreeSet<SessionId>,
+    /// Sessions that ended, by the event that ended them.
+    ended: HashMap<SessionId, usize>,
+    denied_after_admission: usize,
+    closed: usize,
+    last_created: u64,
+    last_bytes: u64,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_the_core_consistent_with_the_handlers(ops in proptest::collection::vec(op(), 1..120)) {
+        let max_sessions = 3;
+        let mut config = Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None)
+            .max_sessions(max_sessions)
+            .max_sessions_per_peer(2)
+            .build()
+            .unwrap();
+        let mut now = Instant::now();
+        let wall = SystemTime::now();
+        let mut core = RelayCore::new(PeerId::random(), config.clone(), now);
+        let peers: Vec<PeerId> = (0..PEERS).map(|_| PeerId::random()).collect();
+        let mut conns: Vec<ConnectionId> = (0..PEERS).map(conn).collect();
+        let mut next_conn = PEERS;
+        for (p, c) in peers.iter().zip(&conns) {
+            core.on_connection_established(*c, *p, false, None);
+        }
+        let mut h = Handlers::default();
+        let mut peers_of: HashMap<SessionId, (usize, usize)> = HashMap::new();
+        let mut check = Check {
+            admitted: BTreeSet::new(),
+            ended: HashMap::new(),
+            denied_after_admission: 0,
+            closed: 0,
+            last_created: 0,
+            last_bytes: 0,
+        };
+
+        for op in ops {
+            match op {
+                Op::Connect { source, target } => {
+                    let before = core.stats().pending_sessions + core.stats().active_sessions;
+                    let involving = |p: usize| core.states().iter()
+                        .filter(|(id, _)| { let (s, t) = peers_of[id]; s == p || t == p })
+                        .count();
+                    let (of_source, of_target) = (involving(source), involving(target));
+                    if let Ok(id) = core.on_connect(peers[source], conns[source], peers[target], now) {
+                        prop_assert!(before < config.max_sessions, "admitted over the cap");
+                        prop_assert!(of_source < 2 && of_target < 2, "admitted over the per-peer cap");
+                        peers_of.insert(id, (source, target));
+                        check.admitted.insert(id);
+                        h.connections.insert(id, (conns[source], conns[target]));
+                    } else {
+                        // A synchronous refusal is not an admitted session's end.
+                        while let Some(o) = core.poll() {
+                            let refusal = matches!(o, Output::Event(Event::SessionDenied { .. }));
+                            prop_assert!(refusal, "unexpected output of a refused CONNECT: {:?}", o);
+                        }
+                    }
+                }
+                Op::StopAccept(k) => if let Some(id) = Handlers::pick(&h.asking, k) {
+                    h.asking.remove(&id);
+                    core.on_stop_accepted(id);
+                },
+                Op::StopFail(k) => if let Some(id) = Handlers::pick(&h.asking, k) {
+                    h.asking.remove(&id);
+                    core.on_stop_failed(id, "refused");
+                },
+                Op::CircuitStart(k) => if let Some(id) = Handlers::pick(&h.accepting, k) {
+                    h.accepting.remove(&id);
+                    h.copying.insert(id);
+                    core.on_circuit_started(id, now, wall);
+                },
+                Op::CircuitEnd(k) => {
+                    let all: BTreeSet<SessionId> = h.accepting.union(&h.copying).copied().collect();
+                    if let Some(id) = Handlers::pick(&all, k) {
+                        h.accepting.remove(&id);
+                        h.copying.remove(&id);
+                        core.on_circuit_ended(id, CloseReason::Completed, now);
+                    }
+                }
+                Op::Close(k) => {
+                    let known: BTreeSet<SessionId> = check.admitted.iter().copied().collect();
+                    if let Some(id) = Handlers::pick(&known, k) {
+                        let live = core.state(&id).is_some();
+                        prop_assert_eq!(core.close_session(id).is_ok(), live);
+                    }
+                }
+                Op::CloseConnection(i) => {
+                    let closing = conns[i];
+                    // Handlers on that connection die with it: the source's OK writer and copy
+                    // loops, and the target's STOP in flight.
+                    for (id, (source_conn, target_conn)) in &h.connections {
+                        if *source_conn == closing {
+                            h.accepting.remove(id);
+                            h.copying.remove(id);
+                        }
+                        if *target_conn == closing {
+                            h.asking.remove(id);
+                        }
+                    }
+                    core.on_connection_closed(peers[i], closing, now);
+                    // Copy loops whose target stream was on it fail and report.
+                    let failed: Vec<SessionId> = h.copying.iter()
+                        .filter(|id| h.connections[*id].1 == closing)
+                        .copied()
+                        .collect();
+                    for id in failed {
+                        h.copying.remove(&id);
+                        core.on_circuit_ended(id, CloseReason::ConnectionClosed, now);
+                    }
+                    conns[i] = conn(next_conn);
+                    next_conn += 1;
+                    core.on_connection_established(conns[i], peers[i], false, None);
+                }
+                Op::Reserve(i) => { let _ = core.on_reserve(peers[i], conns[i], now, wall); }
+                Op::Drain(s) => core.disable_and_drain(Duration::from_secs(s), now),
+                Op::Enable => core.enable(),
+                Op::Disable => core.disable(),
+                Op::Advance(ms) => {
+                    let until = now + Duration::from_millis(ms);
+                    while let Some(at) = core.poll_timeout().filter(|at| *at <= until) {
+                        now = now.max(at);
+                        core.handle_timeout(now);
+                    }
+                    now = until;
+                }
+                Op::Bytes(k, n) => if let Some(id) = Handlers::pick(&h.copying, k) {
+                    if let Some(shared) = core.shared(&id) {
+                        shared.source_to_target.fetch_add(n, Relaxed);
+                    }
+                },
+                Op::SetMaxSessions(n) => {
+                    core.set_max_sessions(n).unwrap();
+                    config.max_sessions = n;
+                }
+            }
+
+            // Carry out the core's outputs as the adapter and the handlers would.
+            while let Some(output) = core.poll() {
+                match output {
+                    Output::Command(Command::OpenStop { session, .. }) => {
+                        prop_assert!(check.admitted.contains(&session));
+                        h.asking.insert(session);
+                    }
+                    Output::Command(Command::AcceptConnect { session, .. }) => {
+                        h.accepting.insert(session);
+                    }
+                    Output::Command(Command::DenyConnect { session, .. }) => {
+                        prop_assert!(!h.accepting.contains(&session) && !h.copying.contains(&session));
+                        *check.ended.entry(session).or_default() += 1;
+                        check.denied_after_admission += 1;
+                    }
+                    Output::Command(Command::CloseCircuit { .. }) => {}
+                    Output::Command(Command::DropTarget { .. } | Command::ReservationEnded { .. }) => {}
+                    Output::Event(Event::SessionClosed { id, .. }) => {
+                        *check.ended.entry(id).or_default() += 1;
+                        check.closed += 1;
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+
+            // Invariants.
+            let states = core.states();
+            let mut in_handlers: BTreeSet<SessionId> = BTreeSet::new();
+            let mut asking: BTreeSet<SessionId> = BTreeSet::new();
+            for (id, state) in &states {
+                match state {
+                    SessionState::AwaitingTarget => { asking.insert(*id); }
+                    _ => { in_handlers.insert(*id); }
+                }
+            }
+            let handler_held: BTreeSet<SessionId> = h.accepting.union(&h.copying).copied().collect();
+            prop_assert_eq!(&in_handlers, &handler_held, "core sessions past the target == circuits in handlers");
+            prop_assert!(
+                asking.is_subset(&h.asking),
+                "every session awaiting its target has a STOP in flight"
+            );
+            for id in check.ended.keys() {
+                prop_assert!(core.state(id).is_none(), "an ended session is still known");
+            }
+            prop_assert!(check.ended.values().all(|n| *n == 1), "a session ended twice: {:?}", check.ended);
+            let stats = core.stats();
+            prop_assert!(stats.total_sessions_created >= check.last_created);
+            prop_assert!(stats.total_bytes_relayed >= check.last_bytes);
+            check.last_created = stats.total_sessions_created;
+            check.last_bytes = stats.total_bytes_relayed;
+            prop_assert!(states.len() == stats.active_sessions + stats.pending_sessions);
+        }
+
+        // Wind down: every connection closes; every admitted session has ended exactly once.
+        for i in 0..PEERS {
+            core.on_connection_closed(peers[i], conns[i], now);
+        }
+        while let Some(output) = core.poll() {
+            match output {
+                Output::Command(Command::DenyConnect { session, .. }) => {
+                    *check.ended.entry(session).or_default() += 1;
+                }
+                Output::Event(Event::SessionClosed { id, .. }) => {
+                    *check.ended.entry(id).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        prop_assert!(core.states().is_empty());
+        for id in &check.admitted {
+            prop_assert_eq!(check.ended.get(id).copied(), Some(1), "session {} ended {:?} times", id, check.ended.get(id));
+        }
+        let _ = (check.denied_after_admission, check.closed);
+    }
+}
