@@ -10,8 +10,21 @@
 //!
 //! The API follows the `macula_relay_node` reference: [`Behaviour::enable`],
 //! [`Behaviour::enable_with`], [`Behaviour::disable`], [`Behaviour::is_enabled`],
-//! [`Behaviour::sessions`], [`Behaviour::stats`], [`Behaviour::close_session`], and
-//! [`RelayNodeBuilder`] to start a relay node in one call.
+//! [`Behaviour::sessions`], [`Behaviour::stats`], [`Behaviour::close_session`], and (cargo
+//! feature `node`) `RelayNodeBuilder` to start a relay node in one call.
+//!
+//! ## Cargo features
+//!
+//! With `default-features = false` the crate is the relay behaviour alone, on libp2p-swarm:
+//! the sans-IO relay core (every decision, with an explicit clock), the libp2p adapter
+//! ([`Behaviour`]), the per-connection handler, the wire protocol and the copy loop. On top:
+//! - `node`: the relay node in one call (`RelayNodeBuilder`: TCP, QUIC, WebSocket, noise, yamux,
+//!   identify, ping on tokio);
+//! - `registry`: the relay registry on Kademlia (`registry`);
+//! - `admin` (implies `node`): the admin HTTP API, Prometheus metrics, the TOML node config and
+//!   the runner with graceful drain.
+//!
+//! All three are on by default.
 //!
 //! ## Composing the relay into your own swarm
 //!
@@ -54,6 +67,7 @@ mod copy;
 mod core;
 mod event;
 mod handler;
+#[cfg(feature = "node")]
 pub mod node;
 pub mod protocol;
 #[cfg(feature = "registry")]
@@ -82,6 +96,7 @@ pub use config::{
     DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,
 };
 pub use event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession};
+#[cfg(feature = "node")]
 pub use node::{
     load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
     WebsocketTls,

@@ -1,5 +1,6 @@
 //! Bad input on the hop protocol is answered with the spec's status (or closed), logged, and
 //! never leaks a session or reservation slot; a good request still works afterwards.
+#![cfg(feature = "node")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! transfers, a handful of circuits, reservations and sessions; seconds) against a direct
 //! connection, the stock rust relay and ours, unthrottled and throttled. Its numbers are not
 //! checked here (debug build, shared machine): performance is measured by the benchmark itself.
+#![cfg(feature = "node")]
 
 #[path = "../benches/relay_bench.rs"]
 #[allow(dead_code)]

@@ -14,6 +14,7 @@
 //! with `MACULA_REQUIRE_INTEROP=1`. Without that variable at build time they are ignored
 //! (reported as such); a test that runs fails if its peers are missing. Every scenario adds a row
 //! to the interop matrix (`interop/README.md`).
+#![cfg(feature = "admin")]
 
 mod common;
 

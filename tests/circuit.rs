@@ -1,5 +1,6 @@
 //! A source reaches a reserved target through the relay; bytes arrive intact both ways and the
 //! relay's accounting (stats, sessions, events) matches what moved.
+#![cfg(feature = "node")]
 
 mod common;
 
@@ -110,4 +111,21 @@ async fn data_crosses_the_relay_both_ways_and_is_accounted() {
     assert_eq!(stats.active_sessions, 0);
     assert_eq!(stats.total_bytes_relayed, closed.2 + closed.3);
     assert!(relay.with(|r| r.sessions()).await.is_empty());
+}
+
+/// The transfer protocol's payload is the one the js and py peers generate.
+#[test]
+fn prng_matches_the_js_test_vectors() {
+    let mut first = [0u8; 16];
+    transfer::Prng::new(transfer::UP_SEED).fill(&mut first);
+    let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, "19460c513e552ee03a8fb97bb5a88301");
+    let hex: String = transfer::expected_hash(transfer::DOWN_SEED, 1024 * 1024)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex,
+        "2afb71fd76bf7fc8651f1815dac807dd917d744fe02afc467e12ffaf746ab5e3"
+    );
 }

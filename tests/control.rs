@@ -1,5 +1,6 @@
 //! Run-time control: closing one session, disabling and enabling, draining, changing limits
 //! and `enable_with` options.
+#![cfg(feature = "node")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! meet over the relay and upgrade to a direct connection. On loopback no NAT is in the way, so
 //! this shows that the DCUtR exchange, which runs over the relayed connection, gets through our
 //! relay intact and that the peers then connect directly; not that hole punching works.
+#![cfg(feature = "node")]
 
 mod common;
 

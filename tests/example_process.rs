@@ -1,5 +1,6 @@
 //! The example relay peer, started as its own process with default limits, serves an unmodified
 //! client pair end to end, and keeps its peer id across restarts with the same key file.
+#![cfg(feature = "admin")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Session limits seen from unmodified `libp2p::relay::client` peers: the session cap, the
 //! bandwidth throttle, the session timeout, the data cap, and per-peer limit overrides.
+#![cfg(feature = "node")]
 
 mod common;
 

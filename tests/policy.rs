@@ -1,5 +1,6 @@
 //! Admission policy seen from unmodified clients: deny and allow lists, request-rate limits,
 //! and relaying to a connected target without a reservation when configured so.
+#![cfg(feature = "node")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! is a DHT node others join through (and registers itself); one started with `--bootstrap`
 //! joins through it and registers; one started with `--no-registry` stays out. A client that
 //! knows only the first node discovers exactly the two registered relays.
-#![cfg(feature = "registry")]
+#![cfg(all(feature = "registry", feature = "admin"))]
 
 #[allow(dead_code)]
 #[path = "common/process.rs"]

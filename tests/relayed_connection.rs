@@ -1,5 +1,6 @@
 //! Hop requests that arrive over a relayed connection are refused with PERMISSION_DENIED (the
 //! spec: relays should not accept reservations or connects over relayed connections).
+#![cfg(feature = "node")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Reservation lifecycle: renewal by a new RESERVE, expiry at the TTL, dropped with the
 //! connection; and the periodic stats event.
+#![cfg(feature = "node")]
 
 mod common;
 
