@@ -40,6 +40,17 @@ pub enum ReservationEndReason {
     Drained,
 }
 
+impl ReservationEndReason {
+    /// The stable snake_case name (metric label), e.g. `"expired"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReservationEndReason::Expired => "expired",
+            ReservationEndReason::ConnectionClosed => "connection_closed",
+            ReservationEndReason::Drained => "drained",
+        }
+    }
+}
+
 /// `close_session` was given an id that is not a live session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no live session with id {0}")]

@@ -79,8 +79,6 @@ pub mod throttle;
 #[cfg(feature = "admin")]
 pub mod admin;
 #[cfg(feature = "admin")]
-pub mod labels;
-#[cfg(feature = "admin")]
 pub mod metrics;
 #[cfg(feature = "admin")]
 pub mod node_config;

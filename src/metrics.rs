@@ -26,7 +26,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{labels, Behaviour, Event};
+use crate::{Behaviour, Event};
 
 /// The `prometheus-client` version the metrics are built with (the one `libp2p-metrics` uses).
 pub use prometheus_client;
@@ -201,12 +201,12 @@ impl Metrics {
             }
             Event::ReservationDenied { reason, .. } => {
                 self.reservations_denied
-                    .get_or_create(&reason_labels(labels::deny_reason(*reason)))
+                    .get_or_create(&reason_labels(reason.label()))
                     .inc();
             }
             Event::ReservationEnded { reason, .. } => {
                 self.reservations_ended
-                    .get_or_create(&reason_labels(labels::reservation_end_reason(*reason)))
+                    .get_or_create(&reason_labels(reason.label()))
                     .inc();
             }
             Event::SessionOpened { .. } => {
@@ -214,14 +214,14 @@ impl Metrics {
             }
             Event::SessionDenied { reason, .. } => {
                 self.sessions_denied
-                    .get_or_create(&reason_labels(labels::deny_reason(*reason)))
+                    .get_or_create(&reason_labels(reason.label()))
                     .inc();
             }
             Event::SessionClosed {
                 reason, duration, ..
             } => {
                 self.sessions_closed
-                    .get_or_create(&reason_labels(labels::close_reason(reason)))
+                    .get_or_create(&reason_labels(reason.label()))
                     .inc();
                 self.session_duration.observe(duration.as_secs_f64());
             }

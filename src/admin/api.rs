@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{labels, RelayStats, ReservationInfo, SessionInfo, SessionLimits};
+use crate::{RelayStats, ReservationInfo, SessionInfo, SessionLimits};
 
 /// `GET /stats`, and the answer of `POST /enable` and `POST /disable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,9 +54,7 @@ impl StatsView {
     /// The view of `stats` of the relay `peer_id`, with `throttled` in total.
     pub fn new(peer_id: String, stats: &RelayStats, throttled: Duration) -> Self {
         let by_reason = |m: &BTreeMap<crate::DenyReason, u64>| {
-            m.iter()
-                .map(|(r, n)| (labels::deny_reason(*r).to_owned(), *n))
-                .collect()
+            m.iter().map(|(r, n)| (r.label().to_owned(), *n)).collect()
         };
         StatsView {
             peer_id,

@@ -3,6 +3,7 @@
 
 mod id;
 mod rate_limit;
+mod reason;
 pub(crate) mod shared;
 mod table;
 
@@ -15,128 +16,10 @@ use std::{
 use libp2p::PeerId;
 
 pub use id::{ParseSessionIdError, SessionId};
+pub use reason::{CloseReason, DenyReason};
 pub(crate) use table::{Requester, SessionState, SessionTable};
 
-use crate::{protocol::Status, SessionLimits};
-
-/// Why a reservation or a session was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DenyReason {
-    /// The relay is disabled.
-    Disabled,
-    /// The request came over a relayed connection (the spec: relays should not accept those).
-    RelayedConnection,
-    /// The access policy refuses the peer.
-    NotAllowed,
-    /// The peer or its IP address sent requests faster than the configured rate.
-    RateLimited,
-    /// The reservation table is full.
-    ReservationsFull,
-    /// The peer holds as many reservations as it may.
-    PeerReservationsFull,
-    /// The target has no reservation.
-    NoReservation,
-    /// No connection to the target (when reservations are not required).
-    TargetUnreachable,
-    /// The target is the relay itself or the requester.
-    InvalidTarget,
-    /// The relay is at its maximum number of sessions.
-    SessionsFull,
-    /// The source or the target is in as many sessions as a peer may be.
-    PeerSessionsFull,
-    /// The target refused, or did not answer, the relay's STOP request.
-    TargetRefused,
-    /// The source's connection or stream went away before its circuit started.
-    SourceGone,
-}
-
-impl DenyReason {
-    /// The status answered to a RESERVE refused for this reason.
-    pub fn reserve_status(self) -> Status {
-        match self {
-            DenyReason::NotAllowed | DenyReason::RelayedConnection => Status::PermissionDenied,
-            DenyReason::RateLimited => Status::ResourceLimitExceeded,
-            _ => Status::ReservationRefused,
-        }
-    }
-
-    /// The status answered to a CONNECT refused for this reason.
-    pub fn connect_status(self) -> Status {
-        match self {
-            DenyReason::NotAllowed | DenyReason::RelayedConnection | DenyReason::InvalidTarget => {
-                Status::PermissionDenied
-            }
-            DenyReason::NoReservation => Status::NoReservation,
-            DenyReason::TargetUnreachable | DenyReason::TargetRefused | DenyReason::SourceGone => {
-                Status::ConnectionFailed
-            }
-            DenyReason::Disabled
-            | DenyReason::RateLimited
-            | DenyReason::SessionsFull
-            | DenyReason::PeerSessionsFull
-            | DenyReason::ReservationsFull
-            | DenyReason::PeerReservationsFull => Status::ResourceLimitExceeded,
-        }
-    }
-}
-
-impl fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DenyReason::Disabled => "relay disabled",
-            DenyReason::RelayedConnection => "request over a relayed connection",
-            DenyReason::NotAllowed => "refused by access policy",
-            DenyReason::RateLimited => "request rate limit",
-            DenyReason::ReservationsFull => "reservation table full",
-            DenyReason::PeerReservationsFull => "peer reservation limit",
-            DenyReason::NoReservation => "target has no reservation",
-            DenyReason::TargetUnreachable => "no connection to target",
-            DenyReason::InvalidTarget => "target is the relay or the requester",
-            DenyReason::SessionsFull => "session limit reached",
-            DenyReason::PeerSessionsFull => "peer session limit reached",
-            DenyReason::TargetRefused => "target refused or did not answer",
-            DenyReason::SourceGone => "source left before the circuit started",
-        })
-    }
-}
-
-/// Why a session ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Both sides closed their direction cleanly.
-    Completed,
-    /// A side reset its stream or its connection failed.
-    StreamError {
-        /// Which side's stream failed.
-        side: Side,
-        /// The error.
-        error: String,
-    },
-    /// The connection carrying the session (source side) closed.
-    ConnectionClosed,
-    /// The session timeout passed.
-    Timeout,
-    /// A direction exceeded the data cap.
-    DataCapReached,
-    /// [`Behaviour::close_session`](crate::Behaviour::close_session).
-    ClosedByOwner,
-    /// The drain deadline after [`Behaviour::disable_and_drain`](crate::Behaviour::disable_and_drain).
-    Drained,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Completed => f.write_str("completed"),
-            CloseReason::StreamError { side, error } => write!(f, "{side} stream error: {error}"),
-            CloseReason::ConnectionClosed => f.write_str("connection closed"),
-            CloseReason::Timeout => f.write_str("session timeout"),
-            CloseReason::DataCapReached => f.write_str("data cap reached"),
-            CloseReason::ClosedByOwner => f.write_str("closed by owner"),
-            CloseReason::Drained => f.write_str("drained"),
-        }
-    }
-}
+use crate::SessionLimits;
 
 /// One end of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
