@@ -23,7 +23,6 @@
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use libp2p::Multiaddr;
 use macula_relay::{
     admin::{ctl, AdminClient, EnableRequest},
     node_config::{NodeConfig, NodeSettings},
@@ -32,7 +31,12 @@ use macula_relay::{
 
 /// Run a Circuit Relay v2 relay node, or control one (`ctl`).
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_long_help = defaults_help()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,8 +50,8 @@ enum Command {
     Ctl(CtlArgs),
 }
 
-/// Flags of the node. Each has a config-file key of the same name (with `_`); a flag overrides
-/// the file.
+/// Flags of the node: `--config` and `--print-config`, then one flag per config-file key
+/// (`NodeSettings`, the one definition of the node's settings); a flag overrides the file.
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Config file (TOML).
@@ -56,89 +60,17 @@ struct RunArgs {
     /// Print the effective configuration (file, then flags, then defaults) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Listen address (repeatable). Default: TCP and QUIC on all interfaces, port 4001.
-    #[arg(long = "listen", value_name = "MULTIADDR")]
-    listen: Vec<Multiaddr>,
-    /// Publicly reachable address to announce (repeatable). Without any, the listen addresses
-    /// are announced, so a relay on loopback or a LAN works as is.
-    #[arg(long = "external", value_name = "MULTIADDR")]
-    external: Vec<Multiaddr>,
-    /// Key file: created on first run, reused after, so the peer id stays the same.
-    #[arg(long, value_name = "PATH")]
-    key_file: Option<PathBuf>,
-    /// Maximum concurrent sessions [default: 100].
-    #[arg(long)]
-    max_sessions: Option<usize>,
-    /// Per-session bandwidth, bytes per second and direction (0 = unlimited) [default: 1000000].
-    #[arg(long)]
-    bandwidth: Option<u64>,
-    /// Session timeout in seconds (0 = unlimited) [default: 1800].
-    #[arg(long)]
-    session_timeout: Option<u64>,
-    /// Per-session data cap in bytes, each direction (0 = no cap) [default: 0].
-    #[arg(long)]
-    max_session_bytes: Option<u64>,
-    /// Maximum reservations [default: 128].
-    #[arg(long)]
-    max_reservations: Option<usize>,
-    /// Reservation lifetime in seconds [default: 3600].
-    #[arg(long)]
-    reservation_ttl: Option<u64>,
-    /// On SIGTERM / Ctrl-C, seconds to wait for live sessions before closing them [default: 30].
-    #[arg(long, value_name = "SECS")]
-    drain_timeout: Option<u64>,
-    /// Serve the admin API (JSON over HTTP) on this address, e.g. 127.0.0.1:9101 [default: off].
-    #[arg(long, value_name = "IP:PORT")]
-    admin: Option<SocketAddr>,
-    /// File holding the admin API's bearer token (required for a non-loopback --admin).
-    #[arg(long, value_name = "PATH")]
-    admin_token_file: Option<PathBuf>,
-    /// TLS certificate chain (PEM) for secure WebSocket listen addresses (`/tcp/<port>/tls/ws`).
-    #[arg(long, value_name = "PATH")]
-    tls_cert: Option<PathBuf>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "PATH")]
-    tls_key: Option<PathBuf>,
-    /// Join the relay registry's DHT through this peer (`/…/p2p/<peer id>`; repeatable). Without
-    /// any, the node is a DHT (bootstrap) node others join through.
-    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Run without the relay registry: no DHT, no registration.
-    #[arg(long)]
-    no_registry: bool,
+    #[command(flatten)]
+    settings: NodeSettings,
 }
 
 impl RunArgs {
-    /// The keys these flags set.
-    fn settings(&self) -> NodeSettings {
-        let strings =
-            |v: &[Multiaddr]| (!v.is_empty()).then(|| v.iter().map(ToString::to_string).collect());
-        NodeSettings {
-            listen: strings(&self.listen),
-            external: strings(&self.external),
-            key_file: self.key_file.clone(),
-            max_sessions: self.max_sessions,
-            bandwidth: self.bandwidth,
-            session_timeout: self.session_timeout,
-            max_session_bytes: self.max_session_bytes,
-            max_reservations: self.max_reservations,
-            reservation_ttl: self.reservation_ttl,
-            drain_timeout: self.drain_timeout,
-            admin: self.admin.map(|a| a.to_string()),
-            admin_token_file: self.admin_token_file.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            registry: self.no_registry.then_some(false),
-            bootstrap: strings(&self.bootstrap),
-        }
-    }
-
     fn node_config(&self) -> Result<NodeConfig, Box<dyn std::error::Error>> {
         let file = match &self.config {
             Some(path) => NodeSettings::load(path)?,
             None => NodeSettings::default(),
         };
-        Ok(file.overridden_by(self.settings()).resolve()?)
+        Ok(file.overridden_by(self.settings.clone()).resolve()?)
     }
 }
 
@@ -221,6 +153,14 @@ impl CtlArgs {
         };
         Ok(ctl::run(&client, command, self.json).await?)
     }
+}
+
+/// The defaults, as `--print-config` prints them with no file and no flags.
+fn defaults_help() -> String {
+    format!(
+        "Defaults (a config file takes the same keys):\n\n{}",
+        NodeConfig::default().to_toml()
+    )
 }
 
 #[tokio::main]

@@ -108,7 +108,9 @@ impl From<ping::Event> for RelayNodeEvent {
 }
 
 /// The peer ids of bootstrap addresses, which must end with `/p2p/<peer id>`.
-fn bootstrap_peers(addrs: &[Multiaddr]) -> Result<Vec<(libp2p::PeerId, Multiaddr)>, NodeError> {
+pub(crate) fn bootstrap_peers(
+    addrs: &[Multiaddr],
+) -> Result<Vec<(libp2p::PeerId, Multiaddr)>, NodeError> {
     addrs
         .iter()
         .map(|addr| match addr.iter().last() {
@@ -220,6 +222,19 @@ impl WebsocketTls {
 pub fn is_websocket(addr: &Multiaddr) -> bool {
     addr.iter()
         .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)))
+}
+
+/// Refuses a secure WebSocket listen address without a certificate and key.
+pub(crate) fn check_websocket_tls(listen: &[Multiaddr], has_tls: bool) -> Result<(), NodeError> {
+    match listen.iter().find(|a| is_secure_websocket(a)) {
+        Some(addr) if !has_tls => Err(NodeError::Listen {
+            addr: addr.clone(),
+            error: "a secure WebSocket listen address needs a TLS certificate and key \
+                    (WebsocketTls; node settings tls_cert and tls_key)"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `addr` is a secure WebSocket address (`/wss` or `/tls/ws`), which needs a
@@ -348,16 +363,7 @@ impl RelayNodeBuilder {
         } else {
             self.listen
         };
-        if self.websocket_tls.is_none() {
-            if let Some(addr) = listen.iter().find(|a| is_secure_websocket(a)) {
-                return Err(NodeError::Listen {
-                    addr: addr.clone(),
-                    error:
-                        "secure WebSocket needs a TLS certificate and key (--tls-cert, --tls-key)"
-                            .into(),
-                });
-            }
-        }
+        check_websocket_tls(&listen, self.websocket_tls.is_some())?;
         let bootstrap = bootstrap_peers(&self.bootstrap)?;
         let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
         let config = self.config;
@@ -548,7 +554,7 @@ mod tests {
         else {
             panic!("built without a certificate");
         };
-        assert!(error.to_string().contains("--tls-cert"), "{error}");
+        assert!(error.to_string().contains("tls_cert"), "{error}");
         RelayNodeBuilder::new()
             .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
             .build()

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     admin::AdminSettings,
-    node::{is_secure_websocket, WebsocketTls},
+    node::{bootstrap_peers, check_websocket_tls, WebsocketTls},
     Config, ConfigError, NodeError, RelayNodeBuilder,
 };
 
@@ -49,58 +49,82 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TOML_MAX: u64 = i64::MAX as u64;
 
 /// One layer of settings (the config file, or the command-line flags); absent keys are `None`.
-/// Numbers are as the flags take them: seconds for durations, 0 for "unlimited".
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Numbers are seconds for durations, 0 for "unlimited".
+///
+/// This struct is the one definition of the node's settings: each field is a config-file key
+/// (`max_sessions`) and a flag (`--max-sessions`), and its doc comment is the flag's help.
+/// [`overridden_by`](Self::overridden_by) puts one layer over another, key by key, and
+/// [`resolve`](Self::resolve) checks every value and fills in the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
-    /// Listen addresses (multiaddrs). Default: TCP and QUIC port 4001 on all IPv4 interfaces.
+    /// Listen address (repeatable). Default: TCP and QUIC on all IPv4 interfaces, port 4001.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Option<Vec<String>>,
-    /// Addresses to announce (multiaddrs). Default: the listen addresses.
+    /// Publicly reachable address to announce (repeatable). Without any, the listen addresses
+    /// are announced, so a relay on loopback or a LAN works as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long = "external", value_name = "MULTIADDR")]
     pub external: Option<Vec<String>>,
-    /// Key file, created on first run. Default: a new identity every run.
+    /// Key file: created on first run, reused after, so the peer id stays the same. Without
+    /// one, the node has a new identity every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// Maximum concurrent sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
     /// Per-session bandwidth, bytes per second and direction; 0 = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "BYTES")]
     pub bandwidth: Option<u64>,
     /// Session timeout, seconds; 0 = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "SECS")]
     pub session_timeout: Option<u64>,
     /// Per-session data cap, bytes in each direction; 0 = no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "BYTES")]
     pub max_session_bytes: Option<u64>,
     /// Maximum reservations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "N")]
     pub max_reservations: Option<usize>,
     /// Reservation lifetime, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "SECS")]
     pub reservation_ttl: Option<u64>,
-    /// On SIGTERM / Ctrl-C, how long to wait for live sessions before closing them, seconds.
+    /// On SIGTERM / Ctrl-C, seconds to wait for live sessions before closing them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
-    /// Admin API address (`ip:port`); absent = no admin API.
+    /// Serve the admin API (JSON over HTTP) on this address, e.g. 127.0.0.1:9101; absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "IP:PORT")]
     pub admin: Option<String>,
     /// File holding the admin API's bearer token (required for a non-loopback `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM) for secure WebSocket (`/tls/ws`, `/wss`) listen addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
     /// Run the relay registry on Kademlia (default true): register when enabled and capable,
-    /// serve as a DHT node.
+    /// serve as a DHT node. `--no-registry` sets it to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long = "no-registry", num_args = 0, default_missing_value = "false")]
     pub registry: Option<bool>,
-    /// DHT peers to join through (multiaddrs ending with `/p2p/<peer id>`).
+    /// Join the relay registry's DHT through this peer (`/…/p2p/<peer id>`; repeatable). Without
+    /// any, the node is a DHT (bootstrap) node others join through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Option<Vec<String>>,
 }
 
@@ -124,7 +148,7 @@ pub enum NodeConfigError {
         error: String,
     },
     /// A key is unknown, or its value is of the wrong type or out of range.
-    #[error("config key `{key}` (flag --{}): {error}", .key.replace('_', "-"))]
+    #[error("setting `{key}`: {error}")]
     Key {
         /// The key.
         key: String,
@@ -179,26 +203,17 @@ impl NodeSettings {
         })
     }
 
-    /// These settings with every key that `flags` sets replaced by the flag's value.
-    pub fn overridden_by(self, flags: NodeSettings) -> NodeSettings {
-        NodeSettings {
-            listen: flags.listen.or(self.listen),
-            external: flags.external.or(self.external),
-            key_file: flags.key_file.or(self.key_file),
-            max_sessions: flags.max_sessions.or(self.max_sessions),
-            bandwidth: flags.bandwidth.or(self.bandwidth),
-            session_timeout: flags.session_timeout.or(self.session_timeout),
-            max_session_bytes: flags.max_session_bytes.or(self.max_session_bytes),
-            max_reservations: flags.max_reservations.or(self.max_reservations),
-            reservation_ttl: flags.reservation_ttl.or(self.reservation_ttl),
-            drain_timeout: flags.drain_timeout.or(self.drain_timeout),
-            admin: flags.admin.or(self.admin),
-            admin_token_file: flags.admin_token_file.or(self.admin_token_file),
-            tls_cert: flags.tls_cert.or(self.tls_cert),
-            tls_key: flags.tls_key.or(self.tls_key),
-            registry: flags.registry.or(self.registry),
-            bootstrap: flags.bootstrap.or(self.bootstrap),
-        }
+    /// These settings with every key that `over` sets replaced by its value (the flags over
+    /// the file).
+    pub fn overridden_by(self, over: NodeSettings) -> NodeSettings {
+        let object = |settings: &NodeSettings| match serde_json::to_value(settings) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => unreachable!("settings serialize to an object"),
+        };
+        let mut merged = object(&self);
+        merged.extend(object(&over));
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("merged settings deserialize")
     }
 
     /// Checks every value and fills in the defaults.
@@ -256,15 +271,8 @@ impl NodeSettings {
             (None, Some(_)) => {
                 return Err(NodeConfigError::key("tls_cert", "required with tls_key"))
             }
-            (None, None) => {
-                if let Some(addr) = listen.iter().find(|a| is_secure_websocket(a)) {
-                    return Err(NodeConfigError::key(
-                        "tls_cert",
-                        format!("required: the listen address {addr} is a secure WebSocket"),
-                    ));
-                }
-            }
-            (Some(_), Some(_)) => {}
+            (cert, _) => check_websocket_tls(&listen, cert.is_some())
+                .map_err(|e| NodeConfigError::key("tls_cert", e))?,
         }
         let config = NodeConfig {
             listen,
@@ -430,17 +438,7 @@ impl NodeConfig {
 /// Bootstrap addresses: multiaddrs ending with `/p2p/<peer id>`.
 fn bootstrap_addrs(list: &[String]) -> Result<Vec<Multiaddr>, NodeConfigError> {
     let addrs = multiaddrs("bootstrap", list)?;
-    for addr in &addrs {
-        if !matches!(
-            addr.iter().last(),
-            Some(libp2p::core::multiaddr::Protocol::P2p(_))
-        ) {
-            return Err(NodeConfigError::key(
-                "bootstrap",
-                format!("{addr} does not end with /p2p/<peer id>"),
-            ));
-        }
-    }
+    bootstrap_peers(&addrs).map_err(|e| NodeConfigError::key("bootstrap", e))?;
     Ok(addrs)
 }
 
