@@ -10,9 +10,9 @@ mod common;
 
 use common::{
     interop::{
-        js_source_transfer, js_target, js_target_transfer, py_source_transfer, py_target,
-        py_target_transfer, rust_source_transfer, rust_target_transfer, rust_versions, size, Js,
-        Py, Row,
+        assert_voucher, js_source_transfer, js_target, js_target_transfer, py_source_transfer,
+        py_target, py_target_transfer, rust_source_transfer, rust_target_transfer, rust_versions,
+        size, Js, Py, Row,
     },
     process::RelayProcess,
     TestClient,
@@ -55,9 +55,20 @@ async fn py_target_and_py_source_through_the_relay_process() {
         (3590..=3600).contains(&expire_in),
         "reservation: {reservation}"
     );
-    assert!(
-        reservation["voucher_len"].as_u64().unwrap_or(0) > 0,
-        "a voucher: {reservation}"
+    // The voucher opened and its signature verified, by py-libp2p (`libp2p.peer.envelope`,
+    // domain libp2p-relay-rsvp) in the py target and by rust-libp2p here: signed by the relay's
+    // key, naming the relay and the py target, expiring with the reservation.
+    row.step("checking the reservation voucher");
+    let target_id = circuit.rsplit('/').next().unwrap().parse().unwrap();
+    assert_voucher(
+        "voucher in py's RESERVE reply",
+        &reserved["voucher_check"],
+        reservation["voucher_hex"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a voucher: {reservation}")),
+        relay.peer_id,
+        target_id,
+        reservation["expire"].as_u64().expect("expire"),
     );
     assert_eq!(
         reserved["limit"],
@@ -65,7 +76,7 @@ async fn py_target_and_py_source_through_the_relay_process() {
         "the default Limit"
     );
     row.pass(format!(
-        "RESERVE OK, expire in {expire_in} s, signed voucher, Limit {{duration 1800, no data}} (py-libp2p ignores the Limit)"
+        "RESERVE OK, expire in {expire_in} s; the voucher opened and its signature verified by py-libp2p (libp2p.peer.envelope, domain libp2p-relay-rsvp, payload type 0x0302) and by rust-libp2p (SignedEnvelope): signed by the relay's key, naming the relay and the py peer, expiring with the reservation; Limit {{duration 1800, no data}} (py-libp2p ignores the Limit)"
     ));
 
     for (id, n) in [("py-02", KIB), ("py-03", PY_BIG)] {

@@ -34,6 +34,7 @@ armTimeout(args.timeout, 'source')
 const signal = args.timeout > 0 ? AbortSignal.timeout(args.timeout * 1000) : undefined
 const t0 = performance.now()
 let node, conn
+const progress = {}
 try {
   node = await makeNode({ privateKey: await loadOrCreateKey(args['key-file']) })
   // earliest snapshot of the relayed connection's limits (just after upgrade)
@@ -47,7 +48,7 @@ try {
   const connectMs = performance.now() - t0
   const limitsAtConnect = limitsSnapshot(conn)
   const stream = await conn.newStream(TRANSFER_PROTOCOL, { signal, runOnLimitedConnection: true })
-  const result = await runDialer(stream, { up, down, signal, verifyDown: !args['no-verify'] })
+  const result = await runDialer(stream, { up, down, signal, verifyDown: !args['no-verify'], progress })
   const elapsed = performance.now() - t0
   emit({
     event: 'result',
@@ -75,6 +76,9 @@ try {
     elapsed_ms: Math.round(performance.now() - t0),
     // set once the relayed connection was up: shows whether it was closed under us
     connection_status: conn?.status ?? null,
-    limits_at_end: conn != null ? limitsSnapshot(conn) : null
+    limits_at_end: conn != null ? limitsSnapshot(conn) : null,
+    // payload bytes handed to the stream / received before the error (null: transfer not begun)
+    up_sent_bytes: progress.up?.sent ?? null,
+    down_received_bytes: progress.down?.received ?? null
   })
 }

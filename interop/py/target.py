@@ -89,6 +89,8 @@ def describe_hop_status(raw: bytes) -> dict:
             "expire_in_s": r.expire - int(time.time()),
             "addrs": addrs,
             "voucher_len": len(r.voucher) if r.HasField("voucher") else None,
+            # the signed envelope exactly as it was on the wire (see check_voucher)
+            "voucher_hex": r.voucher.hex() if r.HasField("voucher") else None,
         }
     else:
         out["reservation"] = None
@@ -99,6 +101,50 @@ def describe_hop_status(raw: bytes) -> dict:
         }
     else:
         out["limit"] = None
+    return out
+
+
+def check_voucher(voucher: bytes, relay_id: Any, my_id: Any, expire: int) -> dict:
+    """Opens a reservation voucher (a signed envelope, domain ``libp2p-relay-rsvp``, payload
+    type 0x0302) with py-libp2p's own envelope code, checks its signature, and that the relay we
+    reserved on signed it, that it names that relay and us, and that it expires when the
+    reservation does. ``verified`` is the verdict; the other fields say why."""
+    from libp2p.peer.envelope import unmarshal_envelope
+    from libp2p.peer.id import ID
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import Voucher
+    from libp2p.relay.circuit_v2.resources import RELAY_RSVP_DOMAIN, VOUCHER_PAYLOAD_TYPE
+
+    out: dict = {"domain": RELAY_RSVP_DOMAIN, "verified": False, "error": None}
+    try:
+        env = unmarshal_envelope(voucher)
+        signer = ID.from_pubkey(env.public_key)
+        out["signer"] = str(signer)
+        out["payload_type"] = bytes(env.payload_type).hex()
+        try:
+            env.validate(RELAY_RSVP_DOMAIN)  # raises ValueError on a bad signature
+            out["signature_ok"] = True
+        except ValueError as e:
+            out["signature_ok"] = False
+            out["error"] = str(e)
+        payload = Voucher()
+        payload.ParseFromString(bytes(env.raw_payload))
+        out["relay"] = str(ID(payload.relay)) if payload.HasField("relay") else None
+        out["peer"] = str(ID(payload.peer)) if payload.HasField("peer") else None
+        out["expiration"] = payload.expiration if payload.HasField("expiration") else None
+        out["signer_is_relay"] = signer == relay_id
+        out["names_relay"] = out["relay"] == str(relay_id)
+        out["names_self"] = out["peer"] == str(my_id)
+        out["expiration_matches"] = out["expiration"] == expire
+        out["verified"] = bool(
+            out["signature_ok"]
+            and bytes(env.payload_type) == VOUCHER_PAYLOAD_TYPE
+            and out["signer_is_relay"]
+            and out["names_relay"]
+            and out["names_self"]
+            and out["expiration_matches"]
+        )
+    except Exception as e:  # noqa: BLE001
+        out["error"] = f"{type(e).__name__}: {e}"
     return out
 
 
@@ -180,8 +226,14 @@ async def main(args: argparse.Namespace) -> int:
                     emit("error", role="target",
                          message="reservation refused or failed", response=details)
                     return 2
+                res = details.get("reservation") or {}
+                voucher_check = None
+                if res.get("voucher_hex"):
+                    voucher_check = check_voucher(bytes.fromhex(res["voucher_hex"]),
+                                                  relay_id, my_id, res.get("expire"))
                 emit("reserved", role="target", relay=str(relay_id),
-                     relay_conn=describe_conn_to(host, relay_id), **details)
+                     relay_conn=describe_conn_to(host, relay_id),
+                     voucher_check=voucher_check, **details)
 
                 base = str(relay_ma)
                 if f"/p2p/{relay_id}" not in base:

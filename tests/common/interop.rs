@@ -698,25 +698,169 @@ pub static BULK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `scenario` (which starts its own relay and peers) and, if it panics after js-libp2p's
 /// connection monitor aborted a connection of a driver started from `js`, runs it once more.
-/// Returns whether it was retried. Any other failure, or a second one, is the test's failure.
-pub async fn retry_on_js_monitor_abort<F, Fut>(js: &Js, what: &str, mut scenario: F) -> bool
+/// Never silently: the retry and the first attempt's failure are recorded in `row` (and so in
+/// the matrix, as "pass (retried)" with the first failure in the note), also when the second
+/// attempt fails. Any other failure, or a second one, is the test's failure.
+pub async fn retry_on_js_monitor_abort<F, Fut>(js: &Js, row: &mut Row, mut scenario: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let before = js.monitor_aborts();
     let panic = match tokio::spawn(scenario()).await {
-        Ok(()) => return false,
+        Ok(()) => return,
         Err(e) => e.into_panic(),
     };
     if js.monitor_aborts() == before {
         std::panic::resume_unwind(panic);
     }
-    eprintln!(
-        "NOTICE: {what}: js-libp2p's connection monitor aborted a connection (a ping took over its timeout; the machine is busy); running the scenario once more"
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(panic without a message)");
+    let first_failure = format!(
+        "js-libp2p's connection monitor aborted a connection (a ping took over its timeout) and the scenario panicked: {}",
+        cut(message, 400)
     );
+    eprintln!(
+        "NOTICE: {}: first attempt failed ({first_failure}); running the scenario once more, recorded in its row",
+        row.id
+    );
+    row.retried(first_failure);
     scenario().await;
-    true
+}
+
+/// `s` cut to at most `max` characters, one line.
+fn cut(s: &str, max: usize) -> String {
+    let s = s.replace('\n', " ");
+    if s.chars().count() > max {
+        s.chars().take(max).chain(std::iter::once('…')).collect()
+    } else {
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservation vouchers: opened and checked with rust-libp2p, independently of the driver that
+// received them.
+// ---------------------------------------------------------------------------------------------
+
+/// The signed envelope's domain and payload type of a reservation voucher (circuit relay v2).
+pub const VOUCHER_DOMAIN: &str = "libp2p-relay-rsvp";
+pub const VOUCHER_PAYLOAD_TYPE: [u8; 2] = [0x03, 0x02];
+
+/// A reservation voucher whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedVoucher {
+    /// The peer id of the key that signed the envelope.
+    pub signer: libp2p::PeerId,
+    pub relay: libp2p::PeerId,
+    pub peer: libp2p::PeerId,
+    pub expiration: u64,
+}
+
+/// Opens a voucher (hex of the signed envelope as the relay sent it) with rust-libp2p's
+/// `SignedEnvelope`: the signature must verify for the voucher domain and payload type. The
+/// payload (`Voucher { relay = 1, peer = 2, expiration = 3 }`) is decoded here, not with the
+/// relay's own code.
+pub fn open_voucher(hex: &str) -> Result<OpenedVoucher, String> {
+    let bytes = unhex(hex)?;
+    let envelope = libp2p::core::SignedEnvelope::from_protobuf_encoding(&bytes)
+        .map_err(|e| format!("not a signed envelope: {e}"))?;
+    let (payload, key) = envelope
+        .payload_and_signing_key(VOUCHER_DOMAIN.to_owned(), &VOUCHER_PAYLOAD_TYPE)
+        .map_err(|e| format!("signature or payload type does not verify: {e}"))?;
+    let (mut relay, mut peer, mut expiration) = (None, None, None);
+    let mut pos = 0;
+    while pos < payload.len() {
+        let tag = varint(payload, &mut pos)?;
+        match (tag >> 3, tag & 7) {
+            (n @ (1 | 2), 2) => {
+                let len = usize::try_from(varint(payload, &mut pos)?).map_err(|e| e.to_string())?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|end| *end <= payload.len())
+                    .ok_or("payload field past the end")?;
+                let id = libp2p::PeerId::from_bytes(&payload[pos..end])
+                    .map_err(|e| format!("payload field {n} is not a peer id: {e}"))?;
+                *(if n == 1 { &mut relay } else { &mut peer }) = Some(id);
+                pos = end;
+            }
+            (3, 0) => expiration = Some(varint(payload, &mut pos)?),
+            other => return Err(format!("unexpected payload field {other:?}")),
+        }
+    }
+    Ok(OpenedVoucher {
+        signer: key.to_peer_id(),
+        relay: relay.ok_or("payload without relay")?,
+        peer: peer.ok_or("payload without peer")?,
+        expiration: expiration.ok_or("payload without expiration")?,
+    })
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint too long".into())
+}
+
+fn unhex(hex: &str) -> Result<Vec<u8>, String> {
+    if hex.len() % 2 != 0 {
+        return Err(format!("odd-length hex {hex:?}"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("bad hex: {e}")))
+        .collect()
+}
+
+/// Checks a reservation voucher twice: the driver's own verdict (`check`, from opening it with
+/// the peer's libp2p: signature valid for the domain, signed by the relay, naming the relay and
+/// the peer, expiring with the reservation), and the same bytes (`hex`) opened here with
+/// rust-libp2p against `relay` (its key must have signed it), `peer` and `expire`. Panics with
+/// the reason if either fails.
+pub fn assert_voucher(
+    who: &str,
+    check: &Value,
+    hex: &str,
+    relay: libp2p::PeerId,
+    peer: libp2p::PeerId,
+    expire: u64,
+) {
+    assert_eq!(
+        check["verified"], true,
+        "{who}: the voucher did not verify with the peer's own libp2p: {check}"
+    );
+    assert_eq!(check["signature_ok"], true, "{who}: {check}");
+    assert_eq!(
+        check["signer"].as_str(),
+        Some(relay.to_string().as_str()),
+        "{who}: voucher signed by another key than the relay's: {check}"
+    );
+    assert_eq!(
+        check["expiration"].as_u64(),
+        Some(expire),
+        "{who}: voucher expiration: {check}"
+    );
+    let opened = open_voucher(hex).unwrap_or_else(|e| panic!("{who}: voucher {hex}: {e}"));
+    assert_eq!(
+        opened,
+        OpenedVoucher {
+            signer: relay,
+            relay,
+            peer,
+            expiration: expire
+        },
+        "{who}: the voucher, opened with rust-libp2p, against the relay's key, the peer and the reservation's expiry"
+    );
 }
 
 /// A JSON value for the log, long strings cut.
@@ -773,6 +917,8 @@ pub struct Row {
     versions: Versions,
     scenario: String,
     note: String,
+    /// Set when the scenario ran a second time: why the first attempt failed.
+    retried: Option<String>,
     done: bool,
     started: Instant,
 }
@@ -793,6 +939,7 @@ impl Row {
             versions: versions.clone(),
             scenario: scenario.to_owned(),
             note: String::new(),
+            retried: None,
             done: false,
             started: Instant::now(),
         }
@@ -801,6 +948,12 @@ impl Row {
     /// What the scenario is doing now (kept as the note if it fails).
     pub fn step(&mut self, note: impl Into<String>) {
         self.note = note.into();
+    }
+
+    /// Records that the scenario is run a second time because the first attempt failed with
+    /// `first_failure`; the row (pass or fail) carries it as `retried.first_failure`.
+    pub fn retried(&mut self, first_failure: impl Into<String>) {
+        self.retried = Some(first_failure.into());
     }
 
     pub fn pass(mut self, note: impl Into<String>) {
@@ -827,6 +980,7 @@ impl Row {
             "result": result,
             "note": self.note,
             "seconds": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "retried": self.retried.as_ref().map(|f| serde_json::json!({ "first_failure": f })),
         });
         let dir = results_dir();
         let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
@@ -838,8 +992,12 @@ impl Row {
             .expect("open results file");
         file.write_all(format!("{row}\n").as_bytes())
             .expect("write results file");
+        let retried = match &self.retried {
+            Some(first) => format!(" (retried; first attempt: {first})"),
+            None => String::new(),
+        };
         eprintln!(
-            "[matrix] {result}: {} / {}: {}",
+            "[matrix] {result}: {} / {}: {}{retried}",
             self.implementation, self.scenario, self.note
         );
     }

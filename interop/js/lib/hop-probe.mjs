@@ -22,7 +22,7 @@ function readVarint (buf, pos) {
 }
 
 /** Decode a protobuf message into { fieldNumber: [values...] } (varint -> bigint, len -> Uint8Array). */
-function decodeFields (buf) {
+export function decodeFields (buf) {
   const fields = {}
   let pos = 0
   while (pos < buf.length) {
@@ -82,6 +82,8 @@ export function decodeHopMessage (buf) {
       }
       out.reservation.voucher = {
         bytes: v.length,
+        // the signed envelope exactly as it was on the wire (see lib/voucher.mjs)
+        raw_hex: hex(v),
         payload_type: hex(last(vf, 2)),
         has_public_key: vf[1] != null,
         has_signature: vf[5] != null,

@@ -122,24 +122,33 @@ async function sendBuf (stream, buf, signal) {
   if (!stream.send(buf)) await stream.onDrain({ signal })
 }
 
-/** Send `n` bytes of the `seed` stream; resolves to the sha256 (hex) of what was sent. */
-async function sendData (stream, seed, n, signal) {
+/**
+ * Send `n` bytes of the `seed` stream; resolves to the sha256 (hex) of what was sent.
+ * `progress.sent` counts the bytes handed to the stream so far.
+ */
+async function sendData (stream, seed, n, signal, progress = {}) {
   const gen = new Xorshift32(seed)
   const h = createHash('sha256')
+  progress.sent = 0
   for (let left = n; left > 0;) {
     const k = Math.min(CHUNK, left)
     const buf = gen.next(k)
     h.update(buf)
     await sendBuf(stream, buf, signal)
+    progress.sent += k
     left -= k
   }
   return h.digest('hex')
 }
 
-/** Receive `n` bytes; resolves to their sha256 (hex) and the time the last byte arrived. */
-async function recvData (reader, n, what) {
+/**
+ * Receive `n` bytes; resolves to their sha256 (hex) and the time the last byte arrived.
+ * `progress.received` counts the bytes received so far (also when the stream fails midway).
+ */
+async function recvData (reader, n, what, progress = {}) {
   const h = createHash('sha256')
-  await reader.consume(n, (c) => h.update(c), what)
+  progress.received = 0
+  await reader.consume(n, (c) => { h.update(c); progress.received += c.byteLength }, what)
   return { sha256: h.digest('hex'), doneAt: performance.now() }
 }
 
@@ -151,9 +160,10 @@ function toSafe (big, what) {
 /**
  * Dialer side. Sends the header and `up` bytes, receives `down` bytes, then
  * exchanges hashes. Returns a result object (never throws for a hash
- * mismatch, only for stream/protocol errors).
+ * mismatch, only for stream/protocol errors). `progress.up` / `progress.down`
+ * count the payload bytes sent / received so far, for an error report.
  */
-export async function runDialer (stream, { up, down, signal, verifyDown = true }) {
+export async function runDialer (stream, { up, down, signal, verifyDown = true, progress = {} }) {
   const t0 = performance.now()
   const reader = new StreamReader(stream)
   const header = new Uint8Array(HEADER_LEN)
@@ -162,9 +172,11 @@ export async function runDialer (stream, { up, down, signal, verifyDown = true }
   dv.setBigUint64(8, BigInt(down))
   await sendBuf(stream, header, signal)
 
+  progress.up = {}
+  progress.down = {}
   const [upSent, downRecv] = await Promise.all([
-    sendData(stream, UP_SEED, up, signal).then(sha256 => ({ sha256 })),
-    recvData(reader, down, 'down')
+    sendData(stream, UP_SEED, up, signal, progress.up).then(sha256 => ({ sha256 })),
+    recvData(reader, down, 'down', progress.down)
   ])
   // our hash of what we received, then half-close
   await sendBuf(stream, Buffer.from(downRecv.sha256, 'hex'), signal)
@@ -194,8 +206,10 @@ export async function runDialer (stream, { up, down, signal, verifyDown = true }
 /**
  * Listener side. Reads the header, sends `down` bytes while receiving `up`
  * bytes, then exchanges hashes. `onHeader` is called once the header is in.
+ * `progress.up` / `progress.down` count the payload bytes received / sent so
+ * far, for an error report.
  */
-export async function runListener (stream, { signal, onHeader = () => {}, verifyUp = true } = {}) {
+export async function runListener (stream, { signal, onHeader = () => {}, verifyUp = true, progress = {} } = {}) {
   const reader = new StreamReader(stream)
   const header = await reader.readExact(HEADER_LEN, 'header')
   const t0 = performance.now()
@@ -204,9 +218,11 @@ export async function runListener (stream, { signal, onHeader = () => {}, verify
   const down = toSafe(dv.getBigUint64(8), 'down')
   onHeader({ up, down })
 
+  progress.up = {}
+  progress.down = {}
   const [downSent, upRecv] = await Promise.all([
-    sendData(stream, DOWN_SEED, down, signal),
-    recvData(reader, up, 'up')
+    sendData(stream, DOWN_SEED, down, signal, progress.down),
+    recvData(reader, up, 'up', progress.up)
   ])
   await sendBuf(stream, Buffer.from(upRecv.sha256, 'hex'), signal)
   await stream.close({ signal })
