@@ -30,10 +30,22 @@ if [ -f interop/browser/package-lock.json ]; then
   (cd interop/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+status=0
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== cargo install cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+
+echo "== feature matrix: clippy on each feature set, the core's tests without features"
+# The relay behaviour alone (no default features), each feature alone, and all of them.
+for features in "--no-default-features" "--no-default-features --features node" \
+  "--no-default-features --features registry" "--no-default-features --features admin" \
+  "--all-features"; do
+  echo "-- cargo clippy $features"
+  # shellcheck disable=SC2086
+  cargo clippy --locked $features --all-targets -- -D warnings || status=$?
+done
+cargo test --locked --no-default-features --lib || status=$?
 
 echo "== cargo nextest run"
 # The interop and browser tests are compiled as ignored unless MACULA_REQUIRE_INTEROP=1 (build.rs);
@@ -43,7 +55,6 @@ echo "== cargo nextest run"
 export MACULA_REQUIRE_INTEROP=1
 export MACULA_INTEROP_RESULTS="$PWD/target/interop-results"
 rm -rf "$MACULA_INTEROP_RESULTS"
-status=0
 # The tests start the example relay node as a process: build it first.
 cargo build --locked --examples
 # Each test in its own process, bounded by the `ci` profile of .config/nextest.toml (a hung test

@@ -5,8 +5,8 @@
 //!
 //! Needs `interop/js/node_modules` (`npm ci`); see `common::interop`. Every scenario adds a row
 //! to the interop matrix (`interop/README.md`).
+#![cfg(feature = "admin")]
 
-#[cfg(feature = "admin")]
 mod admin_support;
 mod common;
 
@@ -45,8 +45,12 @@ fn refusal(status: std::process::ExitStatus, line: &Value) -> String {
 /// Core scenario: js target reserves, js source dials through, 1 KiB and 64 MiB each way with
 /// js-libp2p's default muxer settings (the relay's bandwidth limit off so 64 MiB is quick).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_target_and_js_source_through_the_relay_process() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions();
     let relay = start_relay(&["--bandwidth", "0"]);
     let relay_addr = relay.addr.to_string();
@@ -164,8 +168,12 @@ const JS_SAFE_NOTE: &str = "sha256 matches both ways on both sides. The rust pee
 
 /// Mixed pair: stock rust-libp2p relay clients reserve, a js source dials them through the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn rust_target_and_js_source() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions().and(&rust_versions());
     let relay = start_relay(&["--bandwidth", "0"]);
 
@@ -218,8 +226,12 @@ async fn rust_target_and_js_source() {
 
 /// Mixed pair: a js target reserves, stock rust-libp2p relay clients dial it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_target_and_rust_source() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions().and(&rust_versions());
 
     let mut row = Row::new(
@@ -292,8 +304,12 @@ const CAP_SHORTFALL: u64 = 16 * KIB;
 /// the cap allowed and not a byte more, and the relay reports the session closed for its data
 /// cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_reports_the_limit_the_relay_sends() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions();
     const CAP: u64 = MIB;
     let mut relay = CapRelay::start(CAP).await;
@@ -449,10 +465,8 @@ struct CapCounters {
 
 /// The relay of the `Limit` scenarios (`--bandwidth 0 --session-timeout 600
 /// --max-session-bytes <cap>`): the relay process, read through its admin API.
-#[cfg(feature = "admin")]
 struct CapRelay(admin_support::AdminNode);
 
-#[cfg(feature = "admin")]
 impl CapRelay {
     const HOW: &str = "the relay process's GET /metrics: macula_relay_sessions_closed_total{reason=\"data_cap_reached\"} and macula_relay_relayed_bytes_total{direction=\"source_to_target\"}";
 
@@ -490,56 +504,6 @@ impl CapRelay {
     }
 }
 
-/// Without the admin API (`--no-default-features`, no relay process): an in-process relay, read
-/// through its events and stats.
-#[cfg(not(feature = "admin"))]
-struct CapRelay {
-    relay: common::TestRelay,
-    data_cap_closes: u64,
-}
-
-#[cfg(not(feature = "admin"))]
-impl CapRelay {
-    const HOW: &str =
-        "the in-process relay's Event::SessionClosed { reason: DataCapReached } and RelayStats";
-
-    async fn start(cap: u64) -> Self {
-        let config = common::test_config()
-            .bandwidth(None)
-            .session_timeout(Some(Duration::from_secs(600)))
-            .max_session_bytes(Some(cap))
-            .build()
-            .unwrap();
-        CapRelay {
-            relay: common::TestRelay::start(config).await,
-            data_cap_closes: 0,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.relay.addr.to_string()
-    }
-
-    async fn counters(&mut self) -> CapCounters {
-        while let Ok(event) = self.relay.events.try_recv() {
-            if let macula_relay::Event::SessionClosed {
-                reason: macula_relay::CloseReason::DataCapReached,
-                ..
-            } = event
-            {
-                self.data_cap_closes += 1;
-            }
-        }
-        CapCounters {
-            data_cap_closes: self.data_cap_closes,
-            source_to_target: self
-                .relay
-                .with(|r| r.stats().total_bytes_source_to_target)
-                .await,
-        }
-    }
-}
-
 impl CapRelay {
     /// Polls [`counters`](Self::counters) until `closes` sessions closed for their data cap, for
     /// at most 30 s.
@@ -562,8 +526,12 @@ impl CapRelay {
 
 /// A full relay (one session allowed, one live) answers js's CONNECT with RESOURCE_LIMIT_EXCEEDED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_gets_resource_limit_exceeded_from_a_full_relay() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions();
     let relay = start_relay(&["--max-sessions", "1"]);
     let relay_addr = relay.addr.to_string();
@@ -592,8 +560,12 @@ async fn js_gets_resource_limit_exceeded_from_a_full_relay() {
 
 /// A full reservation table answers js's RESERVE with RESERVATION_REFUSED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_gets_reservation_refused_from_a_full_reservation_table() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions();
     let relay = start_relay(&["--max-reservations", "1"]);
     let relay_addr = relay.addr.to_string();
@@ -624,10 +596,13 @@ async fn js_gets_reservation_refused_from_a_full_reservation_table() {
 /// A disabled relay refuses new reservations (RESERVATION_REFUSED) and new circuits
 /// (RESOURCE_LIMIT_EXCEEDED) to js. The relay process is disabled through its admin API
 /// (`--admin 127.0.0.1:0`, `POST /disable`).
-#[cfg(feature = "admin")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_gets_refusals_from_a_disabled_relay() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let node = admin_support::AdminNode::start(&[]);
     let admin = node.client(None);
     let disable = async move {
@@ -644,20 +619,6 @@ async fn js_gets_refusals_from_a_disabled_relay() {
         disable,
     )
     .await;
-}
-
-/// Without the admin API (`--no-default-features`): the same, with a relay in-process.
-#[cfg(not(feature = "admin"))]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn js_gets_refusals_from_a_disabled_relay() {
-    let Some(js) = Js::get() else { return };
-    let relay = common::TestRelay::start(common::test_config().build().unwrap()).await;
-    let addr = relay.addr.to_string();
-    let disable = async move {
-        relay.with(|r| r.disable()).await;
-        assert!(!relay.with(|r| r.is_enabled()).await);
-    };
-    disabled_relay_scenario(&js, &addr, "Behaviour::disable, in-process relay", disable).await;
 }
 
 /// A js target reserves on the relay at `relay_addr`, `disable` disables the relay, then a second
@@ -710,8 +671,12 @@ async fn disabled_relay_scenario(
 
 /// Dialing a peer that holds no reservation gets NO_RESERVATION.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs the js-libp2p / py-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
 async fn js_gets_no_reservation_for_an_unreserved_target() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let versions = js.versions();
     let relay = start_relay(&[]);
     let row = Row::new(
@@ -741,7 +706,7 @@ async fn js_gets_no_reservation_for_an_unreserved_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails: js-libp2p's connection monitor aborts a relayed connection whose ping waits more than 5 s behind the js sender's own queued data, which at the relay's default 1 MB/s happens about 10-15 s into a bulk transfer (see interop/README.md)"]
 async fn js_bulk_transfer_at_the_default_bandwidth_outlives_the_js_connection_monitor() {
-    let Some(js) = Js::get() else { return };
+    let js = Js::get();
     let relay = start_relay(&[]);
     let (mut target, _, circuit) = js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
     // 16 s at 1 MB/s

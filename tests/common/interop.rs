@@ -2,8 +2,9 @@
 //! processes that print one JSON object per line, and the results file of the interop matrix.
 //!
 //! The drivers need `interop/js/node_modules` (`npm ci`) and `interop/py/.venv`
-//! (`interop/py/setup.sh`); `scripts/test.sh` installs both. Without them a test is skipped with a
-//! printed notice, unless `MACULA_REQUIRE_INTEROP=1`, in which case it fails.
+//! (`interop/py/setup.sh`); `scripts/test.sh` installs both and runs the interop tests with
+//! `MACULA_REQUIRE_INTEROP=1`. Without that variable at build time the tests are ignored (and
+//! reported as such); a test that runs fails if its peers are missing.
 
 use std::{
     fs,
@@ -28,28 +29,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn required() -> bool {
-    std::env::var("MACULA_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-/// Whether an interop runtime is there; if not, panics when `MACULA_REQUIRE_INTEROP=1`, else
-/// prints a notice.
-fn available(what: &str, missing: Option<String>, how: &str) -> bool {
-    let Some(missing) = missing else {
-        return true;
-    };
-    if required() {
-        panic!(
-            "MACULA_REQUIRE_INTEROP=1 but the {what} interop peers are missing: {missing}; {how}"
-        );
+/// Panics, saying what to install, if an interop runtime is missing: a test that runs must not
+/// pass without its peers (the interop tests are ignored unless enabled; see `build.rs`).
+fn require(what: &str, missing: Option<String>, how: &str) {
+    if let Some(missing) = missing {
+        panic!("the {what} interop peers are missing: {missing}; {how}");
     }
-    // Straight to the process's stderr, past the test harness's output capture, so that the
-    // notice shows in a plain `cargo test` run.
-    let _ = writeln!(
-        std::io::stderr(),
-        "NOTICE: skipping a {what} interop test: {missing}; {how} (set MACULA_REQUIRE_INTEROP=1 to fail instead)"
-    );
-    false
 }
 
 /// The js-libp2p drivers in `interop/js`, run with the Node 22 that `npm ci` installs there.
@@ -63,19 +48,20 @@ pub struct Js {
 }
 
 impl Js {
-    /// The js drivers, or `None` if `interop/js/node_modules` is missing (see module docs).
-    pub fn get() -> Option<Js> {
+    /// The js drivers; panics if `interop/js/node_modules` is missing.
+    pub fn get() -> Js {
         let dir = repo().join("interop/js");
         let node = dir.join("node_modules/.bin/node");
         let missing = [node.clone(), dir.join("node_modules/libp2p/package.json")]
             .into_iter()
             .find(|p| !p.exists())
             .map(|p| format!("{} does not exist", p.display()));
-        available("js-libp2p", missing, "run `cd interop/js && npm ci`").then_some(Js {
+        require("js-libp2p", missing, "run `cd interop/js && npm ci`");
+        Js {
             node,
             dir,
             monitor_aborts: Arc::default(),
-        })
+        }
     }
 
     /// Installed version of a package in `node_modules` (from its `package.json`).
@@ -168,8 +154,8 @@ pub struct Py {
 }
 
 impl Py {
-    /// The py drivers, or `None` if `interop/py/.venv` is missing (see module docs).
-    pub fn get() -> Option<Py> {
+    /// The py drivers; panics if `interop/py/.venv` is missing.
+    pub fn get() -> Py {
         let dir = repo().join("interop/py");
         let python = dir.join(".venv/bin/python");
         let missing = if !python.exists() {
@@ -179,8 +165,8 @@ impl Py {
         } else {
             None
         };
-        available("py-libp2p", missing, "run `bash interop/py/setup.sh`")
-            .then_some(Py { python, dir })
+        require("py-libp2p", missing, "run `bash interop/py/setup.sh`");
+        Py { python, dir }
     }
 
     /// Version of an installed distribution, from its `<name>-<version>.dist-info` directory.
