@@ -73,7 +73,7 @@ pub mod protocol;
 #[cfg(feature = "registry")]
 pub mod registry;
 mod session;
-pub mod throttle;
+mod throttle;
 
 // Operating the relay node (feature `admin`, on by default).
 #[cfg(feature = "admin")]

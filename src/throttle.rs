@@ -40,11 +40,6 @@ impl TokenBucket {
         }
     }
 
-    /// The rate in bytes per second.
-    pub fn rate(&self) -> u64 {
-        self.rate
-    }
-
     /// The bucket's depth in bytes.
     pub fn burst(&self) -> u64 {
         self.burst

@@ -17,6 +17,10 @@
 #![cfg(feature = "admin")]
 
 mod common;
+#[path = "common/interop.rs"]
+mod interop;
+#[path = "common/interop_client.rs"]
+mod interop_client;
 
 use std::{
     fs,
@@ -26,15 +30,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    interop::{
-        expected, js_source_transfer, js_target, js_target_transfer, peer_id_of,
-        rust_source_transfer, rust_target_transfer, rust_versions, size, Js, Peer, Row, Versions,
-        LINE_WAIT, READY_WAIT,
-    },
-    interop_client::RustPeer,
-    process::RelayProcess,
+use common::process::RelayProcess;
+use interop::{
+    expected, js_source_transfer, js_target, js_target_transfer, peer_id_of, rust_source_transfer,
+    rust_target_transfer, rust_versions, size, Js, Peer, Row, Versions, LINE_WAIT, READY_WAIT,
 };
+use interop_client::RustPeer;
 use libp2p::{core::multiaddr::Protocol, Multiaddr};
 use macula_relay::node::{is_secure_websocket, is_websocket, yamux_config};
 use serde_json::Value;
@@ -62,7 +63,7 @@ struct Browser {
 impl Browser {
     /// The driver; panics, saying what to install, if Chromium or the npm packages are missing.
     fn get() -> Browser {
-        let dir = common::interop::repo().join("interop/browser");
+        let dir = interop::repo().join("interop/browser");
         let node = dir.join("node_modules/.bin/node");
         let chromium = std::env::var_os("CHROMIUM")
             .map(PathBuf::from)

@@ -5,14 +5,14 @@
 #![cfg(feature = "node")]
 
 mod common;
+#[path = "common/interop.rs"]
+mod interop;
 
 use std::time::Duration;
 
-use common::{
-    interop::{rust_versions, Row},
-    TestRelay, WAIT,
-};
+use common::{TestRelay, WAIT};
 use futures::StreamExt;
+use interop::{rust_versions, Row};
 use libp2p::{
     core::multiaddr::Protocol,
     dcutr, identify, noise, relay,

@@ -9,19 +9,20 @@
 
 mod admin_support;
 mod common;
+#[path = "common/interop.rs"]
+mod interop;
+#[path = "common/interop_client.rs"]
+mod interop_client;
 
 use std::time::Duration;
 
-use common::{
-    interop::{
-        assert_voucher, js_source_transfer, js_target, js_target_transfer, peer_id_of,
-        retry_on_js_monitor_abort, rust_source_transfer, rust_target_transfer, rust_versions, size,
-        Js, Row, BULK, LINE_WAIT, READY_WAIT,
-    },
-    interop_client::RustPeer,
-    process::RelayProcess,
-    TestClient,
+use common::{process::RelayProcess, TestClient};
+use interop::{
+    assert_voucher, js_source_transfer, js_target, js_target_transfer, peer_id_of,
+    retry_on_js_monitor_abort, rust_source_transfer, rust_target_transfer, rust_versions, size, Js,
+    Row, BULK, LINE_WAIT, READY_WAIT,
 };
+use interop_client::RustPeer;
 use macula_relay::node::yamux_config;
 use serde_json::Value;
 

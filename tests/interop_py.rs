@@ -8,15 +8,14 @@
 #![cfg(feature = "admin")]
 
 mod common;
+#[path = "common/interop.rs"]
+mod interop;
 
-use common::{
-    interop::{
-        assert_voucher, js_source_transfer, js_target, js_target_transfer, py_source_transfer,
-        py_target, py_target_transfer, rust_source_transfer, rust_target_transfer, rust_versions,
-        size, Js, Py, Row,
-    },
-    process::RelayProcess,
-    TestClient,
+use common::{process::RelayProcess, TestClient};
+use interop::{
+    assert_voucher, js_source_transfer, js_target, js_target_transfer, py_source_transfer,
+    py_target, py_target_transfer, rust_source_transfer, rust_target_transfer, rust_versions, size,
+    Js, Py, Row,
 };
 use libp2p::Multiaddr;
 

@@ -5,6 +5,8 @@
 //! (`interop/py/setup.sh`); `scripts/test.sh` installs both and runs the interop tests with
 //! `MACULA_REQUIRE_INTEROP=1`. Without that variable at build time the tests are ignored (and
 //! reported as such); a test that runs fails if its peers are missing.
+// Shared by the interop, browser and DCUtR tests; each uses a part.
+#![allow(dead_code)]
 
 use std::{
     fs,
@@ -22,7 +24,7 @@ use std::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::transfer::{expected_hash, Outcome, DOWN_SEED, UP_SEED};
+use crate::common::transfer::{expected_hash, Outcome, DOWN_SEED, UP_SEED};
 
 /// The repository root.
 pub fn repo() -> PathBuf {

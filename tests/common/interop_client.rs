@@ -5,8 +5,10 @@
 //! lets a stream's window grow past 1 MiB and then rejects those frames (`FrameTooLarge`),
 //! closing the connection. That is between the two end peers (the relay only copies bytes), so a
 //! rust peer that moves large amounts of data with js peers needs
-//! `macula_relay::node::yamux_config()`, as the README says. [`super::TestClient`] keeps the
+//! `macula_relay::node::yamux_config()`, as the README says. [`crate::common::TestClient`] keeps the
 //! defaults.
+// Shared by the interop, browser and DCUtR tests; each uses a part.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{transfer, WAIT};
+use crate::common::{transfer, WAIT};
 
 #[derive(NetworkBehaviour)]
 pub struct PeerBehaviour {

@@ -2,8 +2,6 @@
 //! 127.0.0.1 TCP with noise and yamux.
 #![allow(dead_code)]
 
-pub mod interop;
-pub mod interop_client;
 pub mod process;
 pub mod transfer;
 
