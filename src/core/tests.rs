@@ -15,20 +15,32 @@ use proptest::prelude::*;
 use super::{Command, Output, RelayCore};
 use crate::{
     session::{shared::CloseRequest, SessionState},
-    CloseReason, Config, DenyReason, Event, ReservationEndReason, SessionId, Status,
+    CloseReason, Config, ConfigBuilder, DenyReason, Event, ReservationEndReason, SessionId, Status,
 };
 
 fn conn(n: usize) -> ConnectionId {
     ConnectionId::new_unchecked(n)
 }
 
+/// A config without request-rate limits or periodic stats, changed by `change`.
+fn config_with(change: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Config {
+    change(
+        Config::builder()
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .stats_interval(None),
+    )
+    .build()
+    .unwrap()
+}
+
 fn config() -> Config {
-    Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap()
+    config_with(|c| c)
+}
+
+/// One source and one target may hold several sessions at once.
+fn several_per_peer() -> Config {
+    config_with(|c| c.max_sessions_per_peer(10))
 }
 
 /// A core with a target holding a reservation (connection 1) and a source (connection 2).
@@ -301,15 +313,7 @@ fn close_while_relaying_asks_the_copy_loop_once() {
 
 #[test]
 fn drain_ends_every_session_in_every_state_and_every_reservation_at_the_deadline() {
-    let mut w = World::new(
-        Config::builder()
-            .request_rate_per_peer(None)
-            .request_rate_per_ip(None)
-            .stats_interval(None)
-            .max_sessions_per_peer(10)
-            .build()
-            .unwrap(),
-    );
+    let mut w = World::new(several_per_peer());
     let waiting = w.connect();
     let accepting = w.accepted();
     let relaying = w.relaying();
@@ -430,15 +434,7 @@ fn an_ok_that_cannot_be_written_ends_the_session_as_refused() {
 
 #[test]
 fn the_source_connection_closing_ends_its_sessions_in_every_state() {
-    let mut w = World::new(
-        Config::builder()
-            .request_rate_per_peer(None)
-            .request_rate_per_ip(None)
-            .stats_interval(None)
-            .max_sessions_per_peer(10)
-            .build()
-            .unwrap(),
-    );
+    let mut w = World::new(several_per_peer());
     let (waiting, accepting, relaying) = (w.connect(), w.accepted(), w.relaying());
     w.core
         .on_connection_closed(w.source, conn(SOURCE_CONN), w.now);
@@ -468,15 +464,7 @@ fn the_source_connection_closing_ends_its_sessions_in_every_state() {
 
 #[test]
 fn the_target_connection_closing_refuses_only_the_sessions_still_asking_it() {
-    let mut w = World::new(
-        Config::builder()
-            .request_rate_per_peer(None)
-            .request_rate_per_ip(None)
-            .stats_interval(None)
-            .max_sessions_per_peer(10)
-            .build()
-            .unwrap(),
-    );
+    let mut w = World::new(several_per_peer());
     let (waiting, relaying) = (w.connect(), w.relaying());
     w.core
         .on_connection_closed(w.target, conn(TARGET_CONN), w.now);
@@ -502,15 +490,7 @@ fn the_target_connection_closing_refuses_only_the_sessions_still_asking_it() {
 #[test]
 fn a_reservation_expires_at_its_ttl_on_the_fake_clock_unless_renewed() {
     let ttl = Duration::from_secs(60);
-    let mut w = World::new(
-        Config::builder()
-            .request_rate_per_peer(None)
-            .request_rate_per_ip(None)
-            .stats_interval(None)
-            .reservation_ttl(ttl)
-            .build()
-            .unwrap(),
-    );
+    let mut w = World::new(config_with(|c| c.reservation_ttl(ttl)));
     w.run_until(w.now + Duration::from_secs(40));
     let renewed = w
         .core
