@@ -194,11 +194,16 @@ impl RustPeer {
 
     /// Opens a transfer stream to `peer` and moves `n` bytes each way.
     pub async fn transfer(&self, peer: PeerId, n: u64) -> std::io::Result<transfer::Outcome> {
-        let stream = self
-            .control
-            .clone()
-            .open_stream(peer, transfer::TRANSFER_PROTOCOL)
+        let mut control = self.control.clone();
+        let stream = control.open_stream(peer, transfer::TRANSFER_PROTOCOL);
+        let stream = tokio::time::timeout(WAIT, stream)
             .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("opening a transfer stream to {peer} took over {WAIT:?}"),
+                )
+            })?
             .map_err(std::io::Error::other)?;
         transfer::dial(stream, n, n).await
     }

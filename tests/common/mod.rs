@@ -56,11 +56,16 @@ impl TestRelay {
             .build()
             .expect("relay node builds");
         let peer_id = *swarm.local_peer_id();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
+        let listening = async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break address;
+                }
             }
         };
+        let addr = tokio::time::timeout(WAIT, listening)
+            .await
+            .expect("timed out waiting for the first listen address");
         swarm.add_external_address(addr.clone());
         let (commands, mut command_rx) = mpsc::unbounded_channel::<RelayCommand>();
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -354,11 +359,16 @@ impl TestClient {
         up: u64,
         down: u64,
     ) -> std::io::Result<transfer::Outcome> {
-        let stream = self
-            .control
-            .clone()
-            .open_stream(peer, transfer::TRANSFER_PROTOCOL)
+        let mut control = self.control.clone();
+        let stream = control.open_stream(peer, transfer::TRANSFER_PROTOCOL);
+        let stream = tokio::time::timeout(WAIT, stream)
             .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("opening a transfer stream to {peer} took over {WAIT:?}"),
+                )
+            })?
             .map_err(std::io::Error::other)?;
         transfer::dial(stream, up, down).await
     }

@@ -199,11 +199,16 @@ impl NetPeer {
             "/ip4/127.0.0.1/tcp/0".parse().unwrap()
         };
         swarm.listen_on(listen).unwrap();
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
+        let listening = async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break address;
+                }
             }
         };
+        let addr = tokio::time::timeout(WAIT, listening)
+            .await
+            .expect("timed out waiting for the first listen address");
         if spec.external {
             swarm.add_external_address(addr.clone());
         }
