@@ -1,111 +1,45 @@
-//! The example relay peer as a real process with its admin API on: its peer id and address (read
-//! from stdout), its admin address (read from its log on stderr), its log, signals, and client
-//! helpers that go through it. Test files include it with `mod admin_support;` next to
+//! The example relay peer as a real process with its admin API on: a
+//! [`RelayProcess`](crate::common::process::RelayProcess) and its admin address (read from its
+//! log), with client helpers that go through it. Test files include it with `mod admin_support;` next to
 //! `mod common;`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
-    io::{BufRead, BufReader, Read},
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use libp2p::{core::multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::{core::multiaddr::Protocol, PeerId};
 use macula_relay::admin::AdminClient;
 
-use crate::common::{ClientEvent, TestClient};
+pub use crate::common::process::{run_to_end, run_to_end_async, PROCESS_WAIT};
+use crate::common::{process::RelayProcess, ClientEvent, TestClient};
 
 /// How long a test waits for any one thing.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = PROCESS_WAIT;
 
 const ADMIN_LOG: &str = "admin API listening on http://";
 
-/// The example binary that `cargo test` builds next to the test binaries.
-pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let path = dir
-        .join("examples")
-        .join(format!("relay_node{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds it; with `--test <name>` run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
-
-/// Runs the binary to completion (for `--print-config`, bad configs and `ctl`), bounded by
-/// [`WAIT`].
-pub fn run_to_end(args: &[&str]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("relay_node starts");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("relay_node {args:?} did not finish");
-    });
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// [`run_to_end`] off the async runtime's worker threads.
-pub async fn run_to_end_async(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_to_end(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn wait_bounded(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-/// A running relay node process with its admin API on; killed on drop.
+/// A running relay node process with its admin API on (a [`RelayProcess`] and its admin
+/// address); killed on drop.
 pub struct AdminNode {
-    child: Child,
-    pub peer_id: PeerId,
-    /// Its first TCP listen address, with `/p2p/<id>`.
-    pub addr: Multiaddr,
+    process: RelayProcess,
     /// Its admin API address.
     pub admin: SocketAddr,
-    log: Arc<Mutex<String>>,
-    stdout_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::ops::Deref for AdminNode {
+    type Target = RelayProcess;
+
+    fn deref(&self) -> &RelayProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for AdminNode {
+    fn deref_mut(&mut self) -> &mut RelayProcess {
+        &mut self.process
+    }
 }
 
 impl AdminNode {
@@ -114,117 +48,23 @@ impl AdminNode {
     pub fn start(extra: &[&str]) -> Self {
         let mut args = vec!["--listen", "/ip4/127.0.0.1/tcp/0", "--admin", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = Command::new(binary())
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("relay_node starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
-        let (admin_tx, admin_rx) = mpsc::channel();
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let log_sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(ADMIN_LOG).nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = admin_tx.send(addr);
-                }
-                let mut log = log_sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
+        let process = RelayProcess::start(&args);
+        let admin = process.wait_log("its admin address", |line| {
+            let rest = line.split(ADMIN_LOG).nth(1)?;
+            Some(
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .parse::<SocketAddr>()
+                    .expect("admin address is ip:port"),
+            )
         });
-        let stdout = child.stdout.take().unwrap();
-        let lines_sink = stdout_lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines_sink.lock().unwrap().push(line.clone());
-                let _ = addr_tx.send(line);
-            }
-        });
-        let addr: Multiaddr = addr_rx
-            .recv_timeout(WAIT)
-            .expect("the node printed its address")
-            .parse()
-            .expect("stdout line is a multiaddr");
-        let Some(Protocol::P2p(peer_id)) = addr.iter().last() else {
-            panic!("printed address {addr} does not end with /p2p/<peer id>");
-        };
-        let admin: SocketAddr = admin_rx
-            .recv_timeout(WAIT)
-            .expect("the node logged its admin address")
-            .parse()
-            .expect("admin address is ip:port");
-        AdminNode {
-            child,
-            peer_id,
-            addr,
-            admin,
-            log,
-            stdout_lines,
-        }
+        AdminNode { process, admin }
     }
 
     /// A client of its admin API.
     pub fn client(&self, token: Option<&str>) -> AdminClient {
         AdminClient::new(self.admin, token.map(str::to_owned))
-    }
-
-    /// The circuit address of `target` through it.
-    pub fn circuit_addr(&self, target: PeerId) -> Multiaddr {
-        self.addr
-            .clone()
-            .with(Protocol::P2pCircuit)
-            .with(Protocol::P2p(target))
-    }
-
-    /// Everything it logged so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Everything it printed on stdout so far.
-    pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout_lines.lock().unwrap().clone()
-    }
-
-    /// Sends it SIGTERM.
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// Waits (bounded by [`WAIT`], off the runtime's threads) for it to exit.
-    pub async fn exit_status(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not exit; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Whether it is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
     }
 
     /// Reserves a slot for `client` on it.
@@ -266,13 +106,6 @@ impl AdminNode {
         target: PeerId,
     ) -> Result<(), String> {
         source.dial_circuit(self.circuit_addr(target), target).await
-    }
-}
-
-impl Drop for AdminNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,45 +1,109 @@
-//! The example relay peer as a real OS process.
+//! The one process harness: the example relay peer (`relay_node`) as a real OS process. It reads
+//! the peer id and address from stdout, keeps the log (stderr, echoed to the test's output),
+//! sends signals and waits for the exit, every wait bounded.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use libp2p::{core::multiaddr::Protocol, Multiaddr, PeerId};
 
-/// Path of the example binary that `cargo test` builds next to the test binaries.
+/// How long a test waits for a process to print, log or exit.
+pub const PROCESS_WAIT: Duration = Duration::from_secs(30);
+
+/// Path of the example binary built next to the test binaries (`cargo build --examples`).
 pub fn relay_node_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
+    let path = exe
         .parent()
         .and_then(|d| d.parent())
-        .expect("target profile dir");
-    dir.join("examples")
-        .join(format!("relay_node{}", std::env::consts::EXE_SUFFIX))
+        .expect("target profile dir")
+        .join("examples")
+        .join(format!("relay_node{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the binary to completion (`--print-config`, bad configs, `ctl`), bounded by
+/// [`PROCESS_WAIT`].
+pub fn run_to_end(args: &[&str]) -> Output {
+    let mut child = Command::new(relay_node_binary())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("relay_node starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = wait_bounded(&mut child, PROCESS_WAIT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("relay_node {args:?} did not finish within {PROCESS_WAIT:?}");
+    });
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// [`run_to_end`] off the async runtime's worker threads.
+pub async fn run_to_end_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_end(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn wait_bounded(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 /// A running relay node process; killed on drop.
 pub struct RelayProcess {
-    pub child: Child,
+    child: Child,
     pub peer_id: PeerId,
     /// The first address it printed (with `/p2p/<id>`).
     pub addr: Multiaddr,
     /// Every further stdout line.
     pub stdout: mpsc::Receiver<String>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<String>>,
+    log_lines: mpsc::Receiver<String>,
 }
 
 impl RelayProcess {
-    /// Starts the relay node with `args`, waits for its first printed listen address.
+    /// Starts the relay node with `args` and waits for its first printed listen address.
     pub fn start(args: &[&str]) -> Self {
         let binary = relay_node_binary();
-        assert!(
-            binary.exists(),
-            "{} is missing: `cargo test` builds it; with `--test <name>` run `cargo build --examples` first",
-            binary.display()
-        );
         let mut child = Command::new(&binary)
             .args(args)
             .env(
@@ -48,21 +112,37 @@ impl RelayProcess {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (log_tx, log_lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log_sink = log.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[relay_node] {line}");
+                let mut log = log_sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+                let _ = log_tx.send(line);
+            }
+        });
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, stdout) = mpsc::channel();
+        let lines_sink = stdout_lines.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines_sink.lock().unwrap().push(line.clone());
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let first = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("relay node printed its address");
+        let first = stdout.recv_timeout(PROCESS_WAIT).unwrap_or_else(|_| {
+            panic!("relay_node {args:?} printed no address within {PROCESS_WAIT:?}")
+        });
         let addr: Multiaddr = first.parse().unwrap_or_else(|e| panic!("{first:?}: {e}"));
         let Some(Protocol::P2p(peer_id)) = addr.iter().last() else {
             panic!("printed address {addr} does not end with /p2p/<peer id>");
@@ -71,8 +151,76 @@ impl RelayProcess {
             child,
             peer_id,
             addr,
-            stdout: lines,
+            stdout,
+            stdout_lines,
+            log,
+            log_lines,
         }
+    }
+
+    /// The circuit address of `target` through it.
+    pub fn circuit_addr(&self, target: PeerId) -> Multiaddr {
+        self.addr
+            .clone()
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::P2p(target))
+    }
+
+    /// Waits (at most [`PROCESS_WAIT`]) for the first new log line for which `f` gives `Some`.
+    pub fn wait_log<T>(&self, what: &str, mut f: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + PROCESS_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.log_lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "relay_node did not log {what} within {PROCESS_WAIT:?}; log:\n{}",
+                    self.log()
+                )
+            });
+            if let Some(t) = f(&line) {
+                return t;
+            }
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Everything it printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines.lock().unwrap().clone()
+    }
+
+    /// Sends it SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded by [`PROCESS_WAIT`], off the runtime's threads) for it to exit.
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PROCESS_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit within {PROCESS_WAIT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 }
 
