@@ -18,7 +18,8 @@
 //                  the relay (default 1; --b2b needs 2)
 //   --dial ADDR    page 0 dials ADDR (a /p2p-circuit address) and runs one transfer
 //   --b2b          page 1 dials page 0 through the relay and runs one transfer
-//   --inbound N    wait until page 0 has served N inbound transfers before "done"
+//   --inbound N    wait until page 0 has served N inbound transfers (before --dial, unless
+//                  --b2b, and before "done")
 //   --ignore-certificate-errors  accept the relay's self-signed certificate (wss tests)
 import { createServer } from 'node:http'
 import { existsSync } from 'node:fs'
@@ -139,6 +140,15 @@ for (let i = 0; i < pages.length; i++) {
 
 const timeoutMs = args.timeout * 1000
 if (args.dial != null) {
+  // Inbound transfers from other peers first, then the dial: one direction at a time, so that a
+  // peer that is both the source of an inbound transfer and the target of --dial never has two
+  // relayed connections to the page in flight at once (js-libp2p may close one of them, and the
+  // other side's transfer with it: a race between the peers, not a test of the relay).
+  if (!args.b2b) {
+    while (inbound[0] < args.inbound) {
+      await new Promise(resolve => waiters.push(resolve))
+    }
+  }
   const r = await call(0, 'dial', { target: args.dial, up: args.up, down: args.down, timeoutMs })
   emit({ event: 'result', page: 0, ...r })
 }
