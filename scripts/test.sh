@@ -36,6 +36,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+echo "== cargo fmt --check"
+cargo fmt --check || status=$?
+
 echo "== feature matrix: clippy on each feature set, the core's tests without features"
 # The relay behaviour alone (no default features), each feature alone, and all of them.
 for features in "--no-default-features" "--no-default-features --features node" \
@@ -62,6 +65,8 @@ cargo build --locked --examples
 cargo nextest run --locked --profile ci --no-fail-fast || status=$?
 echo "== cargo test --doc"
 cargo test --locked --doc || status=$?
+echo "== cargo doc (broken or private links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps || status=$?
 
 if [ -x interop/js/node_modules/.bin/node ] && [ -d "$MACULA_INTEROP_RESULTS" ]; then
   echo "== interop matrix"

@@ -69,7 +69,7 @@ mod event;
 mod handler;
 #[cfg(feature = "node")]
 pub mod node;
-pub mod protocol;
+mod protocol;
 #[cfg(feature = "registry")]
 pub mod registry;
 mod session;
@@ -99,7 +99,7 @@ pub use node::{
     load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
     WebsocketTls,
 };
-pub use protocol::{Status, WireLimit};
+pub use protocol::{Status, WireLimit, HOP_PROTOCOL, MAX_MESSAGE_SIZE, STOP_PROTOCOL};
 pub use session::{
     CloseReason, DenyReason, ParseSessionIdError, RelayStats, SessionId, SessionInfo, Side,
 };

@@ -3,16 +3,17 @@
 #![cfg(feature = "node")]
 
 mod common;
+/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
+#[allow(dead_code)]
+#[path = "../src/protocol/proto.rs"]
+mod proto;
 
 use std::time::Duration;
 
 use common::{TestClient, TestRelay};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
-use macula_relay::{
-    protocol::{proto, voucher::Voucher, HOP_PROTOCOL},
-    DenyReason, Event, Status,
-};
+use macula_relay::{DenyReason, Event, Status, HOP_PROTOCOL};
 use prost::Message;
 
 /// A client connected to the relay, opening raw hop streams.
@@ -111,10 +112,20 @@ async fn a_reservation_carries_expiry_addresses_limit_and_a_voucher_signed_by_th
         "{addrs:?} lacks {}",
         relay.addr
     );
-    let voucher = Voucher::open(&reservation.voucher.expect("a voucher is always sent")).unwrap();
-    assert_eq!(voucher.relay, relay.peer_id);
-    assert_eq!(voucher.peer, client.peer_id);
-    assert_eq!(voucher.expiration, expire);
+    // The voucher is opened with rust-libp2p's `SignedEnvelope`: signed by the relay's key for
+    // the spec's domain and payload type.
+    let envelope = libp2p::core::SignedEnvelope::from_protobuf_encoding(
+        &reservation.voucher.expect("a voucher is always sent"),
+    )
+    .unwrap();
+    let (payload, signer) = envelope
+        .payload_and_signing_key("libp2p-relay-rsvp".to_owned(), &[0x03, 0x02])
+        .expect("the voucher verifies for the relay-reservation domain");
+    assert_eq!(signer.to_peer_id(), relay.peer_id);
+    let voucher = proto::Voucher::decode(payload).unwrap();
+    assert_eq!(voucher.relay, Some(relay.peer_id.to_bytes()));
+    assert_eq!(voucher.peer, Some(client.peer_id.to_bytes()));
+    assert_eq!(voucher.expiration, Some(expire));
     let limit = answer.limit.expect("limit");
     assert_eq!(limit.duration, Some(1800));
     assert_eq!(limit.data, None);

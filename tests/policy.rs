@@ -3,6 +3,10 @@
 #![cfg(feature = "node")]
 
 mod common;
+/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
+#[allow(dead_code)]
+#[path = "../src/protocol/proto.rs"]
+mod proto;
 
 use std::time::Duration;
 
@@ -136,7 +140,7 @@ async fn plain_peer(relay: &TestRelay) -> (libp2p::PeerId, libp2p_stream::Contro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_reservation_requirement_a_connected_target_is_reachable() {
     use futures::{AsyncReadExt, AsyncWriteExt};
-    use macula_relay::protocol::{proto, STOP_PROTOCOL};
+    use macula_relay::STOP_PROTOCOL;
     use prost::Message;
 
     common::init_tracing();
@@ -184,7 +188,7 @@ async fn without_the_reservation_requirement_a_connected_target_is_reachable() {
     });
     let mut hop = source_control
         .clone()
-        .open_stream(relay.peer_id, macula_relay::protocol::HOP_PROTOCOL)
+        .open_stream(relay.peer_id, macula_relay::HOP_PROTOCOL)
         .await
         .unwrap();
     let request = proto::HopMessage {

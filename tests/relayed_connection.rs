@@ -3,6 +3,10 @@
 #![cfg(feature = "node")]
 
 mod common;
+/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
+#[allow(dead_code)]
+#[path = "../src/protocol/proto.rs"]
+mod proto;
 
 use std::time::Duration;
 
@@ -11,10 +15,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{
     core::multiaddr::Protocol, noise, relay, swarm::NetworkBehaviour, swarm::SwarmEvent, tcp, yamux,
 };
-use macula_relay::{
-    protocol::{proto, HOP_PROTOCOL},
-    DenyReason, Event, Status,
-};
+use macula_relay::{DenyReason, Event, Status, HOP_PROTOCOL};
 use prost::Message;
 
 /// A second relay that is itself reachable only through the first one.

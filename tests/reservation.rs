@@ -3,15 +3,16 @@
 #![cfg(feature = "node")]
 
 mod common;
+/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
+#[allow(dead_code)]
+#[path = "../src/protocol/proto.rs"]
+mod proto;
 
 use std::time::Duration;
 
 use common::{ClientEvent, TestClient, TestRelay};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use macula_relay::{
-    protocol::{proto, HOP_PROTOCOL},
-    Event, ReservationEndReason,
-};
+use macula_relay::{Event, ReservationEndReason, HOP_PROTOCOL};
 use prost::Message;
 
 async fn raw_reserve(client: &TestClient, relay: libp2p::PeerId) -> proto::HopMessage {

@@ -1,6 +1,6 @@
 //! The admin API's JSON bodies, shared by the server and [`AdminClient`](super::AdminClient).
 //! Peer ids, multiaddrs and session ids are strings; durations are seconds; times are Unix
-//! seconds; reasons are the snake_case names of [`crate::labels`].
+//! seconds; reasons are the snake_case labels of [`crate::CloseReason`] and [`crate::DenyReason`].
 
 use std::{
     collections::BTreeMap,

@@ -58,7 +58,7 @@ impl WireLimit {
     /// The protobuf `Limit`, or `None` when nothing is limited (the spec: an absent `limit`
     /// means the relay applies none). Durations round up to whole seconds and saturate at
     /// `u32::MAX` seconds.
-    pub fn to_proto(self) -> Option<proto::Limit> {
+    pub(crate) fn to_proto(self) -> Option<proto::Limit> {
         if self.duration.is_none() && self.data.is_none() {
             return None;
         }
@@ -71,8 +71,9 @@ impl WireLimit {
         })
     }
 
+    #[cfg(test)]
     /// Reads a protobuf `Limit`, mapping 0 to "no limit" as the spec says.
-    pub fn from_proto(limit: Option<proto::Limit>) -> Self {
+    pub(crate) fn from_proto(limit: Option<proto::Limit>) -> Self {
         let Some(limit) = limit else {
             return Self::default();
         };

@@ -143,8 +143,8 @@ pub enum OpenError {
 }
 
 /// Opens an envelope: checks its signature for our domain and payload type and decodes the
-/// record. Returns the record and the signing key; [`verify`](super::verify) applies the
-/// policy (signer, expiry, freshness).
+/// record. Returns the record and the signing key; the registry then applies its policy
+/// (signer, expiry, freshness: [`Expectation`](super::Expectation), [`Freshness`](super::Freshness)).
 pub fn open(bytes: &[u8]) -> Result<(RelayRecord, PublicKey), OpenError> {
     let envelope = SignedEnvelope::from_protobuf_encoding(bytes)
         .map_err(|e| OpenError::Envelope(e.to_string()))?;
