@@ -7,9 +7,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     time::Duration,
 };
 
+use ipnet::IpNet;
 use libp2p::{Multiaddr, PeerId};
 
 /// Default maximum number of concurrent sessions (the reference's "max concurrent relay sessions").
@@ -34,6 +36,26 @@ pub const DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION: usize = 16;
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
 /// Default size of each of a session's two copy buffers.
 pub const DEFAULT_COPY_BUFFER_SIZE: usize = 16 * 1024;
+/// Default caps on the reservations one network origin may hold: go-libp2p's relay allows 8 per
+/// IP and 32 per ASN; a /24 or a /48 stands in for the ASN here.
+pub const DEFAULT_RESERVATIONS_PER_ORIGIN: OriginLimits = OriginLimits {
+    per_ip: 8,
+    per_ipv4_24: 32,
+    per_ipv6_64: 8,
+    per_ipv6_48: 32,
+};
+/// Default caps on the sessions (pending or relaying, as source or as target) one network origin
+/// may be part of: one IP as many as one peer ([`DEFAULT_MAX_SESSIONS_PER_PEER`]), one network
+/// a third of [`DEFAULT_MAX_SESSIONS`].
+pub const DEFAULT_SESSIONS_PER_ORIGIN: OriginLimits = OriginLimits {
+    per_ip: DEFAULT_MAX_SESSIONS_PER_PEER,
+    per_ipv4_24: 32,
+    per_ipv6_64: DEFAULT_MAX_SESSIONS_PER_PEER,
+    per_ipv6_48: 32,
+};
+/// Default maximum sessions from one network (IPv4 /24, IPv6 /48) to one target: a quarter of
+/// [`DEFAULT_MAX_SESSIONS_PER_PEER`], so that locking a target out takes four networks.
+pub const DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER: usize = DEFAULT_MAX_SESSIONS_PER_PEER / 4;
 
 /// The limits applied to one session. `None` means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +137,37 @@ pub struct RequestRate {
     pub interval: Duration,
 }
 
+/// Caps on what one network origin may hold at once, per address block. An IPv4 address
+/// counts against its own cap and its /24's; an IPv6 address against its own, its /64's and
+/// its /48's. IPv4-mapped IPv6 addresses count as IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginLimits {
+    /// One address (IPv4 or IPv6).
+    pub per_ip: usize,
+    /// One IPv4 /24.
+    pub per_ipv4_24: usize,
+    /// One IPv6 /64: what one host or one LAN gets.
+    pub per_ipv6_64: usize,
+    /// One IPv6 /48: what one site gets.
+    pub per_ipv6_48: usize,
+}
+
+impl OriginLimits {
+    fn validate(&self, name: &'static str) -> Result<(), ConfigError> {
+        if [
+            self.per_ip,
+            self.per_ipv4_24,
+            self.per_ipv6_64,
+            self.per_ipv6_48,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::Zero(name));
+        }
+        Ok(())
+    }
+}
+
 /// Who may use the relay, and with which limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccessPolicy {
@@ -165,6 +218,10 @@ pub struct Config {
     pub(crate) request_rate_per_peer: Option<RequestRate>,
     pub(crate) request_rate_per_ip: Option<RequestRate>,
     pub(crate) policy: AccessPolicy,
+    pub(crate) reservations_per_origin: OriginLimits,
+    pub(crate) sessions_per_origin: OriginLimits,
+    pub(crate) max_sessions_per_network_to_peer: usize,
+    pub(crate) exempt_networks: Vec<IpNet>,
     pub(crate) stream_timeout: Duration,
     pub(crate) max_pending_streams_per_connection: usize,
     pub(crate) stats_interval: Option<Duration>,
@@ -194,6 +251,10 @@ impl Default for Config {
                 interval: Duration::from_millis(250),
             }),
             policy: AccessPolicy::default(),
+            reservations_per_origin: DEFAULT_RESERVATIONS_PER_ORIGIN,
+            sessions_per_origin: DEFAULT_SESSIONS_PER_ORIGIN,
+            max_sessions_per_network_to_peer: DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER,
+            exempt_networks: Vec::new(),
             stream_timeout: DEFAULT_STREAM_TIMEOUT,
             max_pending_streams_per_connection: DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION,
             stats_interval: Some(DEFAULT_STATS_INTERVAL),
@@ -251,6 +312,27 @@ impl Config {
     /// Per-IP request rate limit.
     pub fn request_rate_per_ip(&self) -> Option<RequestRate> {
         self.request_rate_per_ip
+    }
+    /// Caps on reservations per network origin.
+    pub fn reservations_per_origin(&self) -> OriginLimits {
+        self.reservations_per_origin
+    }
+    /// Caps on sessions per network origin.
+    pub fn sessions_per_origin(&self) -> OriginLimits {
+        self.sessions_per_origin
+    }
+    /// Maximum sessions from one network (IPv4 /24, IPv6 /48) to one target.
+    pub fn max_sessions_per_network_to_peer(&self) -> usize {
+        self.max_sessions_per_network_to_peer
+    }
+    /// Networks exempt from the per-origin caps and the per-IP request rate.
+    pub fn exempt_networks(&self) -> &[IpNet] {
+        &self.exempt_networks
+    }
+    /// Whether `ip` is in an exempt network (IPv4-mapped IPv6 counts as IPv4).
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.exempt_networks.iter().any(|net| net.contains(&ip))
     }
     /// Addresses announced in reservations (besides the swarm's external addresses).
     pub fn advertised_addrs(&self) -> &[Multiaddr] {
@@ -319,6 +401,12 @@ impl Config {
                 }
             }
         }
+        if self.max_sessions_per_network_to_peer == 0 {
+            return Err(ConfigError::Zero("max_sessions_per_network_to_peer"));
+        }
+        self.reservations_per_origin
+            .validate("reservations_per_origin")?;
+        self.sessions_per_origin.validate("sessions_per_origin")?;
         self.limits.validate("default")?;
         for limits in self.policy.overrides.values() {
             limits.validate("override")?;
@@ -414,6 +502,30 @@ impl ConfigBuilder {
     /// The whole access policy.
     pub fn policy(mut self, policy: AccessPolicy) -> Self {
         self.config.policy = policy;
+        self
+    }
+    /// Caps on the reservations one network origin may hold (default
+    /// [`DEFAULT_RESERVATIONS_PER_ORIGIN`]); a full origin is answered `RESERVATION_REFUSED`.
+    pub fn reservations_per_origin(mut self, limits: OriginLimits) -> Self {
+        self.config.reservations_per_origin = limits;
+        self
+    }
+    /// Caps on the sessions one network origin may be part of, as source or target, pending or
+    /// relaying (default [`DEFAULT_SESSIONS_PER_ORIGIN`]); answered `RESOURCE_LIMIT_EXCEEDED`.
+    pub fn sessions_per_origin(mut self, limits: OriginLimits) -> Self {
+        self.config.sessions_per_origin = limits;
+        self
+    }
+    /// Maximum sessions from one network (IPv4 /24, IPv6 /48) to one target (default 4), so
+    /// that one network cannot fill a target's `max_sessions_per_peer`.
+    pub fn max_sessions_per_network_to_peer(mut self, n: usize) -> Self {
+        self.config.max_sessions_per_network_to_peer = n;
+        self
+    }
+    /// Networks exempt from the per-origin caps and the per-IP request rate (default none):
+    /// e.g. your own clients' network, or a NAT you know many honest peers share.
+    pub fn exempt_networks(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.config.exempt_networks = networks.into_iter().collect();
         self
     }
     /// Time a hop or stop stream may take to send its request or answer (default 10 s).

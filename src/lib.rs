@@ -87,13 +87,17 @@ pub mod runner;
 
 pub use behaviour::Behaviour;
 pub use config::{
-    AccessPolicy, Config, ConfigBuilder, ConfigError, RequestRate, SessionLimits,
+    AccessPolicy, Config, ConfigBuilder, ConfigError, OriginLimits, RequestRate, SessionLimits,
     DEFAULT_BANDWIDTH, DEFAULT_COPY_BUFFER_SIZE, DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION,
     DEFAULT_MAX_RESERVATIONS, DEFAULT_MAX_RESERVATIONS_PER_PEER, DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_RESERVATION_TTL, DEFAULT_SESSION_TIMEOUT,
-    DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER, DEFAULT_MAX_SESSIONS_PER_PEER,
+    DEFAULT_RESERVATIONS_PER_ORIGIN, DEFAULT_RESERVATION_TTL, DEFAULT_SESSIONS_PER_ORIGIN,
+    DEFAULT_SESSION_TIMEOUT, DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,
 };
 pub use event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession};
+/// IP networks (`"10.0.0.0/8".parse::<IpNet>()`), as taken by
+/// [`ConfigBuilder::exempt_networks`].
+pub use ipnet::IpNet;
 #[cfg(feature = "node")]
 pub use node::{
     load_or_create_keypair, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,

@@ -12,11 +12,12 @@ use macula_relay::{CloseReason, DenyReason, Event, SessionLimits, Status};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_101st_concurrent_session_is_refused_with_resource_limit_exceeded() {
     common::init_tracing();
-    // Reference defaults (100 sessions); per-peer cap raised so one source/target pair can
-    // hold them all.
+    // Reference defaults (100 sessions); per-peer cap raised and loopback exempt from the
+    // per-origin caps, so one source/target pair on one address can hold them all.
     let mut relay = TestRelay::start(
         common::test_config()
             .max_sessions_per_peer(1000)
+            .exempt_networks(["127.0.0.0/8".parse().unwrap()])
             .build()
             .unwrap(),
     )

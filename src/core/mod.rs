@@ -91,7 +91,9 @@ pub(crate) struct Grant {
 struct ConnectionInfo {
     peer: PeerId,
     relayed: bool,
-    ip: Option<IpAddr>,
+    /// The remote address's IP as an origin: canonical (IPv4-mapped as IPv4), `None` when
+    /// unknown or in an exempt network.
+    origin: Option<IpAddr>,
 }
 
 /// The relay's state machine.
@@ -181,8 +183,17 @@ impl RelayCore {
         relayed: bool,
         ip: Option<IpAddr>,
     ) {
-        self.connections
-            .insert(connection, ConnectionInfo { peer, relayed, ip });
+        let origin = ip
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| !self.config.is_exempt(*ip));
+        self.connections.insert(
+            connection,
+            ConnectionInfo {
+                peer,
+                relayed,
+                origin,
+            },
+        );
     }
 
     /// A connection the core was told about was refused after all (another behaviour denied it).
@@ -236,7 +247,7 @@ impl RelayCore {
             peer,
             connection,
             relayed: info.is_some_and(|i| i.relayed),
-            ip: info.and_then(|i| i.ip),
+            ip: info.and_then(|i| i.origin),
         }
     }
 
@@ -310,13 +321,15 @@ impl RelayCore {
                 .then(|| self.direct_connection(&target))
                 .flatten()
         });
+        let target_at =
+            target_connection.map(|c| (c, self.connections.get(&c).and_then(|i| i.origin)));
         match self.table.admit_session(
             &self.config,
             self.enabled,
             &who,
             self.local_peer,
             target,
-            target_connection,
+            target_at,
             now,
         ) {
             Ok((session, shared)) => {
@@ -710,6 +723,11 @@ impl RelayCore {
     }
 
     /// Every known session with its state.
+    #[cfg(test)]
+    pub(crate) fn check_origin_counts(&self) -> Result<(), String> {
+        self.table.check_origin_counts(&self.config)
+    }
+
     #[cfg(test)]
     pub(crate) fn states(&self) -> Vec<(SessionId, SessionState)> {
         self.table

@@ -638,6 +638,10 @@ proptest! {
             .stats_interval(None)
             .max_sessions(max_sessions)
             .max_sessions_per_peer(2)
+            // Peers share addresses (two per IP, all in one /24): the origin caps bind too.
+            .reservations_per_origin(crate::OriginLimits { per_ip: 1, per_ipv4_24: 2, per_ipv6_64: 1, per_ipv6_48: 2 })
+            .sessions_per_origin(crate::OriginLimits { per_ip: 2, per_ipv4_24: 3, per_ipv6_64: 2, per_ipv6_48: 3 })
+            .max_sessions_per_network_to_peer(1)
             .build()
             .unwrap();
         let mut now = Instant::now();
@@ -646,8 +650,9 @@ proptest! {
         let peers: Vec<PeerId> = (0..PEERS).map(|_| PeerId::random()).collect();
         let mut conns: Vec<ConnectionId> = (0..PEERS).map(conn).collect();
         let mut next_conn = PEERS;
-        for (p, c) in peers.iter().zip(&conns) {
-            core.on_connection_established(*c, *p, false, None);
+        let ip_of = |i: usize| Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i % 2) as u8)));
+        for (i, (p, c)) in peers.iter().zip(&conns).enumerate() {
+            core.on_connection_established(*c, *p, false, ip_of(i));
         }
         let mut h = Handlers::default();
         let mut peers_of: HashMap<SessionId, (usize, usize)> = HashMap::new();
@@ -735,7 +740,7 @@ proptest! {
                     }
                     conns[i] = conn(next_conn);
                     next_conn += 1;
-                    core.on_connection_established(conns[i], peers[i], false, None);
+                    core.on_connection_established(conns[i], peers[i], false, ip_of(i));
                 }
                 Op::Reserve(i) => { let _ = core.on_reserve(peers[i], conns[i], now, wall); }
                 Op::Drain(s) => core.disable_and_drain(Duration::from_secs(s), now),
@@ -811,6 +816,9 @@ proptest! {
             check.last_created = stats.total_sessions_created;
             check.last_bytes = stats.total_bytes_relayed;
             prop_assert!(states.len() == stats.active_sessions + stats.pending_sessions);
+            if let Err(drift) = core.check_origin_counts() {
+                prop_assert!(false, "{}", drift);
+            }
         }
 
         // Wind down: every connection closes; every admitted session has ended exactly once.
@@ -829,9 +837,43 @@ proptest! {
             }
         }
         prop_assert!(core.states().is_empty());
+        if let Err(drift) = core.check_origin_counts() {
+            prop_assert!(false, "after wind-down: {}", drift);
+        }
         for id in &check.admitted {
             prop_assert_eq!(check.ended.get(id).copied(), Some(1), "session {} ended {:?} times", id, check.ended.get(id));
         }
         let _ = (check.denied_after_admission, check.closed);
     }
+}
+
+#[test]
+fn an_exempt_network_is_not_held_to_the_origin_caps_but_others_are() {
+    let caps = crate::OriginLimits {
+        per_ip: 1,
+        per_ipv4_24: 1,
+        per_ipv6_64: 1,
+        per_ipv6_48: 1,
+    };
+    let config = config_with(|c| {
+        c.reservations_per_origin(caps)
+            .exempt_networks(["10.0.0.0/8".parse().unwrap()])
+    });
+    let now = Instant::now();
+    let mut core = RelayCore::new(PeerId::random(), config, now);
+    let mut reserve_from = |n: usize, ip: IpAddr| {
+        let peer = PeerId::random();
+        core.on_connection_established(conn(n), peer, false, Some(ip));
+        core.on_reserve(peer, conn(n), now, SystemTime::now())
+    };
+    for n in 0..5 {
+        reserve_from(n, Ipv4Addr::new(10, 1, 2, 3).into()).expect("exempt network");
+    }
+    // IPv4-mapped IPv6 of an exempt address is exempt too.
+    reserve_from(5, "::ffff:10.1.2.3".parse().unwrap()).expect("exempt, mapped");
+    reserve_from(6, Ipv4Addr::new(192, 0, 2, 1).into()).unwrap();
+    assert_eq!(
+        reserve_from(7, Ipv4Addr::new(192, 0, 2, 1).into()).unwrap_err(),
+        DenyReason::OriginReservationsFull
+    );
 }

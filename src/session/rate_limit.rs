@@ -1,9 +1,11 @@
-//! Request-rate limits per peer and per IP address, free of I/O: the caller passes the clock.
+//! Request-rate limits per peer and per host (an IPv4 address, an IPv6 /64), free of I/O: the
+//! caller passes the clock.
 
 use std::{collections::HashMap, hash::Hash, net::IpAddr, time::Instant};
 
 use libp2p::PeerId;
 
+use super::origin::{self, Block};
 use crate::config::RequestRate;
 
 /// One counting bucket per key: `burst` requests, then one per `interval`.
@@ -66,12 +68,12 @@ impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
     }
 }
 
-/// The relay's request-rate limits: a request passes only if both its peer and its IP address
-/// have budget left.
+/// The relay's request-rate limits: a request passes only if both its peer and its host (IPv4
+/// address, IPv6 /64) have budget left.
 #[derive(Debug)]
 pub(crate) struct RequestLimiter {
     per_peer: Option<KeyedBuckets<PeerId>>,
-    per_ip: Option<KeyedBuckets<IpAddr>>,
+    per_ip: Option<KeyedBuckets<Block>>,
 }
 
 impl RequestLimiter {
@@ -86,7 +88,7 @@ impl RequestLimiter {
     pub(crate) fn try_request(&mut self, peer: PeerId, ip: Option<IpAddr>, now: Instant) -> bool {
         let peer_ok = self.per_peer.as_mut().is_none_or(|b| b.try_take(peer, now));
         let ip_ok = match (ip, self.per_ip.as_mut()) {
-            (Some(ip), Some(b)) => b.try_take(ip, now),
+            (Some(ip), Some(b)) => b.try_take(origin::host(ip), now),
             _ => true,
         };
         peer_ok && ip_ok
@@ -146,6 +148,20 @@ mod tests {
         assert!(!limiter.try_request(PeerId::random(), Some(ip), t0));
         let other: IpAddr = [127, 0, 0, 2].into();
         assert!(limiter.try_request(PeerId::random(), Some(other), t0));
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_shares_one_budget() {
+        let t0 = Instant::now();
+        let mut limiter = RequestLimiter::new(None, rate(2, 60));
+        for n in 1..=2u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, n]);
+            assert!(limiter.try_request(PeerId::random(), Some(ip), t0));
+        }
+        let same_64 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0xffff, 0, 0, 9]);
+        assert!(!limiter.try_request(PeerId::random(), Some(same_64), t0));
+        let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1]);
+        assert!(limiter.try_request(PeerId::random(), Some(next_64), t0));
     }
 
     #[test]

@@ -63,6 +63,9 @@ deny_reasons! {
     /// The peer holds as many reservations as it may.
     PeerReservationsFull => "peer_reservations_full", "peer reservation limit",
         reserve: ReservationRefused, connect: ResourceLimitExceeded;
+    /// The requester's address or network holds as many reservations as one origin may.
+    OriginReservationsFull => "origin_reservations_full", "network origin reservation limit",
+        reserve: ReservationRefused, connect: ResourceLimitExceeded;
     /// The target has no reservation.
     NoReservation => "no_reservation", "target has no reservation",
         reserve: ReservationRefused, connect: NoReservation;
@@ -77,6 +80,13 @@ deny_reasons! {
         reserve: ReservationRefused, connect: ResourceLimitExceeded;
     /// The source or the target is in as many sessions as a peer may be.
     PeerSessionsFull => "peer_sessions_full", "peer session limit reached",
+        reserve: ReservationRefused, connect: ResourceLimitExceeded;
+    /// The source's or the target's address or network is in as many sessions as one origin
+    /// may be.
+    OriginSessionsFull => "origin_sessions_full", "network origin session limit reached",
+        reserve: ReservationRefused, connect: ResourceLimitExceeded;
+    /// The source's network already has as many sessions to this target as one network may.
+    NetworkToPeerFull => "network_to_peer_full", "sessions from one network to the target limit",
         reserve: ReservationRefused, connect: ResourceLimitExceeded;
     /// The target refused, or did not answer, the relay's STOP request.
     TargetRefused => "target_refused", "target refused or did not answer",

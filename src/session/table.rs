@@ -11,6 +11,7 @@ use std::{
 use libp2p::{swarm::ConnectionId, PeerId};
 
 use super::{
+    origin::{self, Block, BlockCounts},
     rate_limit::RequestLimiter,
     shared::{CloseRequest, SessionShared},
     DenyReason, RelayStats, SessionId, SessionInfo,
@@ -23,12 +24,16 @@ pub(crate) struct Requester {
     pub(crate) peer: PeerId,
     pub(crate) connection: ConnectionId,
     pub(crate) relayed: bool,
+    /// The address the connection comes from, for the per-origin caps and the per-IP rate;
+    /// `None` when unknown or in an exempt network.
     pub(crate) ip: Option<IpAddr>,
 }
 
 #[derive(Debug)]
 struct Reservation {
     expires: Instant,
+    /// The origin it counts against, if any.
+    ip: Option<IpAddr>,
 }
 
 /// Where an admitted session stands. Every session goes
@@ -84,6 +89,10 @@ pub(crate) struct SessionEntry {
     pub(crate) target_connection: ConnectionId,
     pub(crate) state: SessionState,
     pub(crate) shared: Arc<SessionShared>,
+    /// The address blocks (of source and target) the session counts against.
+    origins: Vec<Block>,
+    /// The source's network, counted against the target's share.
+    source_network: Option<Block>,
 }
 
 /// Counters that outlive the sessions and reservations they count.
@@ -106,6 +115,10 @@ pub(crate) struct SessionTable {
     reservation_count: usize,
     sessions: HashMap<SessionId, SessionEntry>,
     sessions_per_peer: HashMap<PeerId, usize>,
+    reservation_origins: BlockCounts,
+    session_origins: BlockCounts,
+    /// Sessions per (source network, target).
+    network_to_peer: HashMap<(Block, PeerId), usize>,
     limiter: RequestLimiter,
     totals: Totals,
 }
@@ -117,6 +130,9 @@ impl SessionTable {
             reservation_count: 0,
             sessions: HashMap::new(),
             sessions_per_peer: HashMap::new(),
+            reservation_origins: BlockCounts::default(),
+            session_origins: BlockCounts::default(),
+            network_to_peer: HashMap::new(),
             limiter: RequestLimiter::new(config.request_rate_per_peer, config.request_rate_per_ip),
             totals: Totals::default(),
         }
@@ -159,11 +175,14 @@ impl SessionTable {
             Ok(renewed) => {
                 let expires = now + config.reservation_ttl;
                 let of_peer = self.reservations.entry(who.peer).or_default();
-                if of_peer
-                    .insert(who.connection, Reservation { expires })
-                    .is_none()
-                {
+                let reservation = Reservation {
+                    expires,
+                    ip: who.ip,
+                };
+                if of_peer.insert(who.connection, reservation).is_none() {
                     self.reservation_count += 1;
+                    self.reservation_origins
+                        .add(who.ip.into_iter().flat_map(origin::blocks));
                 }
                 if renewed {
                     self.totals.reservations_renewed += 1;
@@ -194,6 +213,13 @@ impl SessionTable {
         if of_peer.map_or(0, HashMap::len) >= config.max_reservations_per_peer {
             return Err(DenyReason::PeerReservationsFull);
         }
+        if let Some(block) = self.reservation_origins.full(
+            who.ip.into_iter().flat_map(origin::blocks),
+            &config.reservations_per_origin,
+        ) {
+            tracing::debug!(peer = %who.peer, %block, "origin reservation cap");
+            return Err(DenyReason::OriginReservationsFull);
+        }
         Ok(false)
     }
 
@@ -217,20 +243,13 @@ impl SessionTable {
         who: &Requester,
         local_peer: PeerId,
         target: PeerId,
-        target_connection: Option<ConnectionId>,
+        target_at: Option<(ConnectionId, Option<IpAddr>)>,
         now: Instant,
     ) -> Result<(SessionId, Arc<SessionShared>), DenyReason> {
-        let decision = self.decide_session(
-            config,
-            enabled,
-            who,
-            local_peer,
-            target,
-            target_connection,
-            now,
-        );
-        let target_connection = match decision {
-            Ok(c) => c,
+        let decision =
+            self.decide_session(config, enabled, who, local_peer, target, target_at, now);
+        let (target_connection, origins, source_network) = match decision {
+            Ok(admitted) => admitted,
             Err(reason) => {
                 self.record_session_denied(reason);
                 return Err(reason);
@@ -252,10 +271,16 @@ impl SessionTable {
                 target_connection,
                 state: SessionState::AwaitingTarget,
                 shared: shared.clone(),
+                origins: origins.clone(),
+                source_network,
             },
         );
         *self.sessions_per_peer.entry(who.peer).or_default() += 1;
         *self.sessions_per_peer.entry(target).or_default() += 1;
+        self.session_origins.add(origins);
+        if let Some(network) = source_network {
+            *self.network_to_peer.entry((network, target)).or_default() += 1;
+        }
         Ok((id, shared))
     }
 
@@ -267,14 +292,14 @@ impl SessionTable {
         who: &Requester,
         local_peer: PeerId,
         target: PeerId,
-        target_connection: Option<ConnectionId>,
+        target_at: Option<(ConnectionId, Option<IpAddr>)>,
         now: Instant,
-    ) -> Result<ConnectionId, DenyReason> {
+    ) -> Result<(ConnectionId, Vec<Block>, Option<Block>), DenyReason> {
         self.gate(config, enabled, who, now)?;
         if target == local_peer || target == who.peer {
             return Err(DenyReason::InvalidTarget);
         }
-        let Some(target_connection) = target_connection else {
+        let Some((target_connection, target_ip)) = target_at else {
             return Err(if config.require_reservation {
                 DenyReason::NoReservation
             } else {
@@ -290,7 +315,32 @@ impl SessionTable {
         {
             return Err(DenyReason::PeerSessionsFull);
         }
-        Ok(target_connection)
+        let mut origins: Vec<Block> = [who.ip, target_ip]
+            .into_iter()
+            .flatten()
+            .flat_map(origin::blocks)
+            .collect();
+        origins.sort_unstable();
+        origins.dedup();
+        if let Some(block) = self
+            .session_origins
+            .full(origins.iter().copied(), &config.sessions_per_origin)
+        {
+            tracing::debug!(source = %who.peer, %target, %block, "origin session cap");
+            return Err(DenyReason::OriginSessionsFull);
+        }
+        let source_network = who.ip.map(origin::network);
+        if let Some(network) = source_network {
+            let held = self
+                .network_to_peer
+                .get(&(network, target))
+                .copied()
+                .unwrap_or(0);
+            if held >= config.max_sessions_per_network_to_peer {
+                return Err(DenyReason::NetworkToPeerFull);
+            }
+        }
+        Ok((target_connection, origins, source_network))
     }
 
     /// Counts a refused session request (also for refusals decided outside the table).
@@ -327,6 +377,16 @@ impl SessionTable {
                 }
             }
         }
+        self.session_origins.remove(entry.origins.iter().copied());
+        if let Some(network) = entry.source_network {
+            let key = (network, entry.target);
+            if let Some(n) = self.network_to_peer.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.network_to_peer.remove(&key);
+                }
+            }
+        }
         let (up, down) = entry.shared.bytes();
         self.totals.closed_source_to_target += up;
         self.totals.closed_target_to_source += down;
@@ -351,14 +411,17 @@ impl SessionTable {
         let Some(of_peer) = self.reservations.get_mut(peer) else {
             return false;
         };
-        let removed = of_peer.remove(&connection).is_some();
+        let removed = of_peer.remove(&connection);
         if of_peer.is_empty() {
             self.reservations.remove(peer);
         }
-        if removed {
-            self.reservation_count -= 1;
-        }
-        removed
+        let Some(removed) = removed else {
+            return false;
+        };
+        self.reservation_count -= 1;
+        self.reservation_origins
+            .remove(removed.ip.into_iter().flat_map(origin::blocks));
+        true
     }
 
     /// Drops and returns the reservations that expired by `now`.
@@ -387,6 +450,7 @@ impl SessionTable {
             .collect();
         self.reservations.clear();
         self.reservation_count = 0;
+        self.reservation_origins.clear();
         all
     }
 
@@ -473,6 +537,51 @@ impl SessionTable {
         }
     }
 
+    /// Recounts what each origin holds from the reservations and sessions themselves, and checks
+    /// the kept counts agree and stay within their caps.
+    #[cfg(test)]
+    pub(crate) fn check_origin_counts(&self, config: &Config) -> Result<(), String> {
+        let mut reservations = BlockCounts::default();
+        for r in self.reservations.values().flat_map(HashMap::values) {
+            reservations.add(r.ip.into_iter().flat_map(origin::blocks));
+        }
+        let mut sessions = BlockCounts::default();
+        let mut to_peer: HashMap<(Block, PeerId), usize> = HashMap::new();
+        for s in self.sessions.values() {
+            sessions.add(s.origins.iter().copied());
+            if let Some(network) = s.source_network {
+                *to_peer.entry((network, s.target)).or_default() += 1;
+            }
+        }
+        let as_map = |c: &BlockCounts| c.iter().map(|(b, n)| (*b, *n)).collect::<HashMap<_, _>>();
+        if as_map(&reservations) != as_map(&self.reservation_origins) {
+            return Err("reservation origin counts drifted".into());
+        }
+        if as_map(&sessions) != as_map(&self.session_origins) {
+            return Err("session origin counts drifted".into());
+        }
+        if to_peer != self.network_to_peer {
+            return Err("network-to-peer counts drifted".into());
+        }
+        for (block, n) in self.reservation_origins.iter() {
+            if *n > block.cap(&config.reservations_per_origin) {
+                return Err(format!("{block} holds {n} reservations, over its cap"));
+            }
+        }
+        for (block, n) in self.session_origins.iter() {
+            if *n > block.cap(&config.sessions_per_origin) {
+                return Err(format!("{block} is in {n} sessions, over its cap"));
+            }
+        }
+        if let Some(n) = to_peer
+            .values()
+            .find(|n| **n > config.max_sessions_per_network_to_peer)
+        {
+            return Err(format!("{n} sessions from one network to one peer"));
+        }
+        Ok(())
+    }
+
     /// The limits that would apply to a session with these peers (for tests and callers).
     #[allow(dead_code)]
     pub(crate) fn limits_of(&self, id: &SessionId) -> Option<SessionLimits> {
@@ -484,6 +593,7 @@ impl SessionTable {
 mod tests {
     use super::*;
     use crate::config::RequestRate;
+    use crate::Status;
 
     fn config() -> Config {
         Config::builder()
@@ -509,6 +619,260 @@ mod tests {
 
     fn conn(n: usize) -> ConnectionId {
         ConnectionId::new_unchecked(n)
+    }
+
+    fn from(peer: PeerId, connection: usize, ip: &str) -> Requester {
+        Requester {
+            ip: Some(ip.parse().unwrap()),
+            ..who(peer, connection)
+        }
+    }
+
+    /// Generous global and per-peer caps, small per-origin caps: only origin counts decide.
+    fn origin_config() -> Config {
+        let caps = crate::OriginLimits {
+            per_ip: 2,
+            per_ipv4_24: 3,
+            per_ipv6_64: 2,
+            per_ipv6_48: 3,
+        };
+        Config::builder()
+            .max_sessions(100)
+            .max_sessions_per_peer(100)
+            .max_reservations(100)
+            .reservations_per_origin(caps)
+            .sessions_per_origin(caps)
+            .max_sessions_per_network_to_peer(2)
+            .request_rate_per_peer(None)
+            .request_rate_per_ip(None)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn one_ip_holds_at_most_its_reservation_cap_and_another_ip_still_reserves() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        let mut accepted = 0;
+        for n in 0..50 {
+            if table
+                .admit_reservation(&cfg, true, &from(PeerId::random(), n, "203.0.113.1"), t0)
+                .is_ok()
+            {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 2, "fresh peer ids from one IP get the per-IP cap");
+        let refused =
+            table.admit_reservation(&cfg, true, &from(PeerId::random(), 60, "203.0.113.1"), t0);
+        assert_eq!(refused.unwrap_err(), DenyReason::OriginReservationsFull);
+        assert_eq!(
+            DenyReason::OriginReservationsFull.reserve_status(),
+            Status::ReservationRefused
+        );
+        table
+            .admit_reservation(&cfg, true, &from(PeerId::random(), 61, "198.51.100.1"), t0)
+            .expect("another network still reserves");
+        table.check_origin_counts(&cfg).unwrap();
+    }
+
+    #[test]
+    fn one_slash_24_and_one_slash_48_hold_at_most_their_caps_across_addresses() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        for (prefix, other) in [
+            ("203.0.113.", "203.0.114.1"),
+            ("2001:db8:1:", "2001:db8:2::1"),
+        ] {
+            let accepted = (0..20)
+                .filter(|n| {
+                    let ip = if prefix.contains(':') {
+                        format!("{prefix}{n:x}::1")
+                    } else {
+                        format!("{prefix}{n}")
+                    };
+                    table
+                        .admit_reservation(&cfg, true, &from(PeerId::random(), 100 + n, &ip), t0)
+                        .is_ok()
+                })
+                .count();
+            assert_eq!(
+                accepted, 3,
+                "{prefix}: one address each, the network cap applies"
+            );
+            table
+                .admit_reservation(&cfg, true, &from(PeerId::random(), 200, other), t0)
+                .expect("the next network still reserves");
+        }
+        table.check_origin_counts(&cfg).unwrap();
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_origin_whatever_the_address() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        let accepted = (0..20)
+            .filter(|n| {
+                let ip = format!("2001:db8:0:7:{n:x}::1");
+                table
+                    .admit_reservation(&cfg, true, &from(PeerId::random(), *n, &ip), t0)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(accepted, 2);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_shares_the_ipv4_cap() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        for (n, ip) in ["192.0.2.1", "::ffff:192.0.2.1"].iter().enumerate() {
+            table
+                .admit_reservation(&cfg, true, &from(PeerId::random(), n, ip), t0)
+                .unwrap();
+        }
+        let third =
+            table.admit_reservation(&cfg, true, &from(PeerId::random(), 9, "192.0.2.1"), t0);
+        assert_eq!(third.unwrap_err(), DenyReason::OriginReservationsFull);
+    }
+
+    #[test]
+    fn released_reservations_and_sessions_free_their_origin() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        let peers: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+        for (n, p) in peers.iter().enumerate() {
+            table
+                .admit_reservation(&cfg, true, &from(*p, n, "192.0.2.1"), t0)
+                .unwrap();
+        }
+        assert!(table.remove_reservation(&peers[0], conn(0)));
+        table
+            .admit_reservation(&cfg, true, &from(PeerId::random(), 5, "192.0.2.1"), t0)
+            .expect("the freed slot is reusable");
+        let relay = PeerId::random();
+        let target_at = Some((conn(50), Some("198.51.100.9".parse().unwrap())));
+        let mut ids = Vec::new();
+        for n in 0..2 {
+            let (id, _) = table
+                .admit_session(
+                    &cfg,
+                    true,
+                    &from(PeerId::random(), 10 + n, "192.0.2.1"),
+                    relay,
+                    PeerId::random(),
+                    target_at,
+                    t0,
+                )
+                .unwrap();
+            ids.push(id);
+        }
+        let full = table.admit_session(
+            &cfg,
+            true,
+            &from(PeerId::random(), 20, "192.0.2.1"),
+            relay,
+            PeerId::random(),
+            target_at,
+            t0,
+        );
+        assert_eq!(full.unwrap_err(), DenyReason::OriginSessionsFull);
+        table.remove_session(&ids[0]).unwrap();
+        table
+            .admit_session(
+                &cfg,
+                true,
+                &from(PeerId::random(), 21, "192.0.2.1"),
+                relay,
+                PeerId::random(),
+                target_at,
+                t0,
+            )
+            .expect("the freed session slot is reusable");
+        table.check_origin_counts(&cfg).unwrap();
+    }
+
+    #[test]
+    fn the_target_origin_counts_too() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        let relay = PeerId::random();
+        // Targets behind one address, sources from everywhere.
+        let behind = |n: usize| Some((conn(100 + n), Some("192.0.2.1".parse().unwrap())));
+        for n in 0..2 {
+            table
+                .admit_session(
+                    &cfg,
+                    true,
+                    &from(PeerId::random(), n, &format!("198.51.{n}.1")),
+                    relay,
+                    PeerId::random(),
+                    behind(n),
+                    t0,
+                )
+                .unwrap();
+        }
+        let third = table.admit_session(
+            &cfg,
+            true,
+            &from(PeerId::random(), 9, "198.51.9.1"),
+            relay,
+            PeerId::random(),
+            behind(9),
+            t0,
+        );
+        assert_eq!(third.unwrap_err(), DenyReason::OriginSessionsFull);
+    }
+
+    #[test]
+    fn one_network_cannot_fill_a_targets_session_slots() {
+        let cfg = origin_config();
+        let mut table = SessionTable::new(&cfg);
+        let t0 = Instant::now();
+        let (relay, victim) = (PeerId::random(), PeerId::random());
+        // The victim's own address is exempt here: only the share decides.
+        let at = Some((conn(99), None));
+        for n in 0..2 {
+            table
+                .admit_session(
+                    &cfg,
+                    true,
+                    &from(PeerId::random(), n, &format!("203.0.113.{n}")),
+                    relay,
+                    victim,
+                    at,
+                    t0,
+                )
+                .unwrap();
+        }
+        let third = table.admit_session(
+            &cfg,
+            true,
+            &from(PeerId::random(), 5, "203.0.113.5"),
+            relay,
+            victim,
+            at,
+            t0,
+        );
+        assert_eq!(third.unwrap_err(), DenyReason::NetworkToPeerFull);
+        table
+            .admit_session(
+                &cfg,
+                true,
+                &from(PeerId::random(), 6, "192.0.2.1"),
+                relay,
+                victim,
+                at,
+                t0,
+            )
+            .expect("another network still reaches the target");
+        table.check_origin_counts(&cfg).unwrap();
     }
 
     #[test]
@@ -602,7 +966,7 @@ mod tests {
             &src,
             PeerId::random(),
             PeerId::random(),
-            Some(conn(2)),
+            Some((conn(2), None)),
             t0,
         );
         assert_eq!(r.unwrap_err(), DenyReason::Disabled);
@@ -657,10 +1021,25 @@ mod tests {
         let t0 = Instant::now();
         let me = PeerId::random();
         let relay = PeerId::random();
-        let to_self = table.admit_session(&cfg, true, &who(me, 1), relay, me, Some(conn(1)), t0);
+        let to_self = table.admit_session(
+            &cfg,
+            true,
+            &who(me, 1),
+            relay,
+            me,
+            Some((conn(1), None)),
+            t0,
+        );
         assert_eq!(to_self.unwrap_err(), DenyReason::InvalidTarget);
-        let to_relay =
-            table.admit_session(&cfg, true, &who(me, 1), relay, relay, Some(conn(1)), t0);
+        let to_relay = table.admit_session(
+            &cfg,
+            true,
+            &who(me, 1),
+            relay,
+            relay,
+            Some((conn(1), None)),
+            t0,
+        );
         assert_eq!(to_relay.unwrap_err(), DenyReason::InvalidTarget);
     }
 
@@ -679,7 +1058,7 @@ mod tests {
                     &who(PeerId::random(), n),
                     relay,
                     PeerId::random(),
-                    Some(conn(10 + n)),
+                    Some((conn(10 + n), None)),
                     t0,
                 )
                 .unwrap();
@@ -691,7 +1070,7 @@ mod tests {
             &who(PeerId::random(), 5),
             relay,
             PeerId::random(),
-            Some(conn(20)),
+            Some((conn(20), None)),
             t0,
         );
         assert_eq!(third.unwrap_err(), DenyReason::SessionsFull);
@@ -707,7 +1086,7 @@ mod tests {
                 &who(PeerId::random(), 6),
                 relay,
                 PeerId::random(),
-                Some(conn(21)),
+                Some((conn(21), None)),
                 t0
             )
             .is_ok());
@@ -732,7 +1111,7 @@ mod tests {
                 &who(PeerId::random(), 1),
                 relay,
                 popular,
-                Some(conn(9)),
+                Some((conn(9), None)),
                 t0,
             )
             .unwrap();
@@ -743,7 +1122,7 @@ mod tests {
             &who(PeerId::random(), 2),
             relay,
             popular,
-            Some(conn(9)),
+            Some((conn(9), None)),
             t0,
         );
         assert_eq!(second.unwrap_err(), DenyReason::PeerSessionsFull);
@@ -761,7 +1140,7 @@ mod tests {
                 &who(PeerId::random(), 1),
                 PeerId::random(),
                 PeerId::random(),
-                Some(conn(2)),
+                Some((conn(2), None)),
                 t0,
             )
             .unwrap();
@@ -818,7 +1197,7 @@ mod tests {
                 &who(PeerId::random(), 1),
                 PeerId::random(),
                 PeerId::random(),
-                Some(conn(2)),
+                Some((conn(2), None)),
                 t0,
             )
             .unwrap();
