@@ -381,6 +381,7 @@ impl NodeConfig {
             .admin_token_file
             .as_ref()
             .map(|path| {
+                warn_if_readable_by_others(path);
                 fs::read_to_string(path)
                     .map(|t| t.trim().to_owned())
                     .map_err(|e| {
@@ -432,6 +433,24 @@ impl NodeConfig {
         let body = toml::to_string(&self.to_settings())
             .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         format!("# effective relay node configuration\n{body}")
+    }
+}
+
+/// Warns when a secret file can be read by users other than its owner (unix).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the admin token file is readable by other users: chmod 600 it"
+                );
+            }
+        }
     }
 }
 

@@ -142,6 +142,7 @@ pub async fn run(
     let mut stop = stop.fuse();
     let mut drain: Option<Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
+    let mut health_beat = tokio::time::interval(crate::admin::HEALTH_REPORT_INTERVAL);
 
     loop {
         tokio::select! {
@@ -178,6 +179,10 @@ pub async fn run(
                 drain = Some(Drain::start(&mut swarm, config.drain_timeout));
             }
             _ = check.tick(), if drain.is_some() => {}
+            _ = health_beat.tick(), if admin.is_some() => {}
+        }
+        if let Some(server) = &admin {
+            server.report_health(swarm.behaviour().relay.is_enabled(), drain.is_some());
         }
         // The registry follows the relay's status and load (registers, republishes, withdraws).
         swarm.behaviour_mut().sync_registry();

@@ -7,7 +7,7 @@ mod common;
 
 use admin_support::{run_to_end, AdminNode};
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-of-32-bytes-or-so!!";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_wrong_token_is_refused() {
@@ -29,7 +29,7 @@ async fn a_missing_or_wrong_token_is_refused() {
     for token in [
         None,
         Some("wrong"),
-        Some("s3cret-token-but-longer"),
+        Some("s3cret-token-of-32-bytes-or-so!!-but-longer"),
         Some(""),
     ] {
         let client = node.client(token);
@@ -98,12 +98,14 @@ fn a_public_admin_address_without_a_token_does_not_start_the_node() {
 }
 
 #[test]
-fn an_empty_or_missing_token_file_does_not_start_the_node() {
+fn an_empty_short_or_missing_token_file_does_not_start_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.token");
     std::fs::write(&empty, "\n").unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "fifteen-bytes-x\n").unwrap();
     let missing = dir.path().join("missing.token");
-    for file in [&empty, &missing] {
+    for file in [&empty, &short, &missing] {
         let output = run_to_end(&[
             "--listen",
             "/ip4/127.0.0.1/tcp/0",

@@ -40,7 +40,7 @@ async fn ctl_lists_closes_disables_and_enables() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "ctl-token").unwrap();
+    std::fs::write(&token_file, "ctl-token-of-sixteen-bytes").unwrap();
     let node = AdminNode::start(&[
         "--admin-token-file",
         token_file.to_str().unwrap(),
@@ -122,9 +122,9 @@ async fn ctl_lists_closes_disables_and_enables() {
 async fn ctl_without_the_token_fails_with_401() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "right").unwrap();
+    std::fs::write(&token_file, "the-right-token-0123456789").unwrap();
     let wrong_file = dir.path().join("wrong.token");
-    std::fs::write(&wrong_file, "wrong").unwrap();
+    std::fs::write(&wrong_file, "the-wrong-token-0123456789").unwrap();
     let node = AdminNode::start(&["--admin-token-file", token_file.to_str().unwrap()]);
     let output = ctl(&node, &wrong_file, &["stats"]).await;
     assert!(!output.status.success());

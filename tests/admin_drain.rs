@@ -34,6 +34,15 @@ async fn sigterm_closes_sessions_left_at_the_drain_deadline_and_exits_0() {
         (!admin.stats().await.ok()?.enabled).then_some(())
     })
     .await;
+    // Load balancers see the drain: /healthz answers 503 (from the loop's last report).
+    let health = admin
+        .health()
+        .await
+        .expect_err("a draining node is not healthy");
+    assert!(
+        health.to_string().contains("503") && health.to_string().contains("draining"),
+        "{health}"
+    );
     let mut late = TestClient::start().await;
     let refused = node
         .try_reserve(&mut late)

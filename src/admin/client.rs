@@ -88,12 +88,14 @@ impl AdminClient {
         let method =
             Method::from_bytes(method.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
         let mut request = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("http://{}{}", self.addr, path));
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some() {
+        // The server takes state-changing requests only as JSON (a browser cannot send that
+        // cross-site without a CORS preflight, which the server never grants).
+        if body.is_some() || method == Method::POST || method == Method::DELETE {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         let request = request

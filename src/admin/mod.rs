@@ -2,7 +2,7 @@
 //!
 //! | method and path        | does                                                        |
 //! |------------------------|-------------------------------------------------------------|
-//! | `GET /healthz`         | `{"status":"ok","enabled":…}` (no token needed)             |
+//! | `GET /healthz`         | `{"status":"ok","enabled":…}` (no token needed); 503 while starting, draining or stalled |
 //! | `GET /stats`           | [`StatsView`]                                               |
 //! | `GET /sessions`        | `[SessionView]`                                             |
 //! | `GET /sessions/{id}`   | [`SessionView`]                                             |
@@ -14,7 +14,12 @@
 //!
 //! Errors are a 4xx (or 503 while the node stops) with an [`ErrorView`] body. With a token
 //! configured, every endpoint but `/healthz` needs `Authorization: Bearer <token>` (else 401).
-//! A non-loopback address is refused without a token.
+//! A non-loopback address is refused without a token, and a token shorter than
+//! [`MIN_TOKEN_LEN`] bytes is refused.
+//!
+//! Browsers are kept out (cross-site request forgery, DNS rebinding): a `Host` other than an IP
+//! literal or `localhost`, any `Origin` header, and a POST or DELETE without
+//! `Content-Type: application/json` are refused (403, 403, 415). See `guard.rs`.
 //!
 //! The server ([`AdminServer`]) runs in its own task and hands each request to the swarm's
 //! owner, who answers it with [`AdminRequest::apply`] in the swarm's task. [`AdminClient`] is the
@@ -23,6 +28,8 @@
 pub mod api;
 mod client;
 pub mod ctl;
+mod guard;
+mod health;
 mod request;
 mod server;
 
@@ -33,6 +40,7 @@ pub use api::{
     SessionView, StatsView,
 };
 pub use client::{AdminClient, ClientError, RawResponse};
+pub use health::HEALTH_REPORT_INTERVAL;
 pub use request::AdminRequest;
 pub use server::AdminServer;
 
@@ -58,11 +66,15 @@ impl std::fmt::Debug for AdminSettings {
     }
 }
 
+/// The shortest admin token accepted, in bytes: 16 random bytes are beyond guessing.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 impl AdminSettings {
-    /// Refuses a non-loopback address without a token, and an empty token.
+    /// Refuses a non-loopback address without a token, and a token shorter than
+    /// [`MIN_TOKEN_LEN`].
     pub fn validate(&self) -> Result<(), AdminError> {
         match &self.token {
-            Some(t) if t.is_empty() => Err(AdminError::EmptyToken),
+            Some(t) if t.len() < MIN_TOKEN_LEN => Err(AdminError::ShortToken(t.len())),
             None if !self.bind.ip().is_loopback() => Err(AdminError::TokenRequired(self.bind)),
             _ => Ok(()),
         }
@@ -75,9 +87,12 @@ pub enum AdminError {
     /// A non-loopback address without a token.
     #[error("admin API on non-loopback address {0} requires a token (`admin_token_file`)")]
     TokenRequired(SocketAddr),
-    /// The token is empty.
-    #[error("the admin token (`admin_token_file`) is empty")]
-    EmptyToken,
+    /// The token is shorter than [`MIN_TOKEN_LEN`].
+    #[error(
+        "the admin token (`admin_token_file`) has {0} bytes, fewer than {MIN_TOKEN_LEN}: \
+         generate one with `head -c 32 /dev/urandom | base64`"
+    )]
+    ShortToken(usize),
     /// Binding failed.
     #[error("cannot bind the admin API to {addr}: {error}")]
     Bind {
@@ -107,8 +122,13 @@ mod tests {
             token: None,
         };
         assert!(loopback.validate().is_ok());
+        let short = AdminSettings {
+            token: Some("fifteen-bytes-x".into()),
+            ..public.clone()
+        };
+        assert!(matches!(short.validate(), Err(AdminError::ShortToken(15))));
         let with_token = AdminSettings {
-            token: Some("t".into()),
+            token: Some("sixteen-bytes-xx".into()),
             ..public
         };
         assert!(with_token.validate().is_ok());

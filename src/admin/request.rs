@@ -8,7 +8,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use super::api::{
-    ClosedView, DisableRequest, EnableRequest, HealthView, ReservationView, SessionView, StatsView,
+    ClosedView, DisableRequest, EnableRequest, ReservationView, SessionView, StatsView,
 };
 use crate::{metrics::Metrics, Behaviour, EnableOptions, SessionId};
 
@@ -25,7 +25,6 @@ pub struct AdminRequest {
 /// The operations of the admin API.
 #[derive(Debug, Clone)]
 pub(crate) enum RequestKind {
-    Health,
     Stats,
     Sessions,
     Session(SessionId),
@@ -64,10 +63,6 @@ fn answer(
     metrics: Option<(&Metrics, &Registry)>,
 ) -> Reply {
     match kind {
-        RequestKind::Health => json(&HealthView {
-            status: "ok".into(),
-            enabled: relay.is_enabled(),
-        }),
         RequestKind::Stats => json(&stats(relay)),
         RequestKind::Sessions => {
             let sessions: Vec<SessionView> = relay.sessions().iter().map(Into::into).collect();

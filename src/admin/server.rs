@@ -1,7 +1,11 @@
 //! The admin HTTP server (axum): routes, bearer-token check, JSON errors. Each request becomes an
 //! [`AdminRequest`] for the swarm owner; the server waits for its answer.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Bytes,
@@ -20,7 +24,9 @@ use tokio::{
 };
 
 use super::{
-    api::ErrorView,
+    api::{ErrorView, HealthView},
+    guard,
+    health::{Health, Verdict},
     request::{AdminRequest, Reply, RequestKind},
     AdminError, AdminSettings,
 };
@@ -36,6 +42,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AdminServer {
     local_addr: SocketAddr,
     requests: mpsc::Receiver<AdminRequest>,
+    health: Health,
     task: JoinHandle<()>,
 }
 
@@ -43,6 +50,7 @@ pub struct AdminServer {
 struct AppState {
     requests: mpsc::Sender<AdminRequest>,
     token: Option<Arc<str>>,
+    health: Health,
 }
 
 impl AdminServer {
@@ -61,12 +69,21 @@ impl AdminServer {
             addr: settings.bind,
             error,
         })?;
+        if !settings.bind.ip().is_loopback() {
+            tracing::warn!(
+                bind = %settings.bind,
+                "the admin API is plain HTTP on a non-loopback address: its token and answers \
+                 cross the network unencrypted; prefer loopback behind an SSH tunnel or a TLS proxy"
+            );
+        }
         let (tx, requests) = mpsc::channel(QUEUE);
+        let health = Health::new(Instant::now());
         let state = AppState {
             requests: tx,
             token: settings.token.map(Arc::from),
+            health: health.clone(),
         };
-        let app = router(state);
+        let app = router(state, local_addr);
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "admin server stopped");
@@ -75,6 +92,7 @@ impl AdminServer {
         Ok(AdminServer {
             local_addr,
             requests,
+            health,
             task,
         })
     }
@@ -82,6 +100,14 @@ impl AdminServer {
     /// The address it listens on (with the real port if it was bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Tells `/healthz` the node's loop is alive, and whether the relay is enabled and whether
+    /// the node is draining. Call it from the loop at least every
+    /// [`HEALTH_REPORT_INTERVAL`](super::HEALTH_REPORT_INTERVAL); `/healthz` answers 503 until
+    /// the first report, while draining, and when no report came for 10 s.
+    pub fn report_health(&self, enabled: bool, draining: bool) {
+        self.health.report(enabled, draining, Instant::now());
     }
 
     /// The next request to [`apply`](AdminRequest::apply). Cancel-safe: use it in `select!`.
@@ -96,7 +122,7 @@ impl Drop for AdminServer {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, bound: SocketAddr) -> Router {
     let authenticated = Router::new()
         .route("/stats", get(stats))
         .route("/sessions", get(sessions))
@@ -111,6 +137,10 @@ fn router(state: AppState) -> Router {
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            bound,
+            guard::refuse_browsers,
+        ))
         .with_state(state)
 }
 
@@ -178,7 +208,7 @@ async fn ask(state: &AppState, kind: RequestKind) -> Response {
     }
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(super) fn error(status: StatusCode, message: String) -> Response {
     json(status, &ErrorView { error: message })
 }
 
@@ -205,7 +235,19 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    ask(&state, RequestKind::Health).await
+    let unavailable = |why: &str| error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned());
+    match state.health.verdict(Instant::now()) {
+        Verdict::Ok { enabled } => json(
+            StatusCode::OK,
+            &HealthView {
+                status: "ok".into(),
+                enabled,
+            },
+        ),
+        Verdict::Starting => unavailable("starting"),
+        Verdict::Draining => unavailable("draining: the node is stopping"),
+        Verdict::Stalled => unavailable("stalled: the node's event loop has not run for 10 s"),
+    }
 }
 
 async fn stats(State(state): State<AppState>) -> Response {
