@@ -287,3 +287,45 @@ async fn silent_and_flooding_hop_streams_are_closed_without_leaking_slots() {
         Some(Status::Ok)
     );
 }
+
+/// A flood of malformed hop requests against the relay node process: its log gets a few lines
+/// and then one line with the count of those left out, not a line per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_requests_is_logged_as_a_few_lines_and_a_count() {
+    common::init_tracing();
+    let relay = common::process::RelayProcess::start(&["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut client = TestClient::start().await;
+    let (addr, relay_peer) = (relay.addr.clone(), relay.peer_id);
+    client.run(move |s| {
+        s.dial(addr).unwrap();
+    });
+    client
+        .expect("connected", |e| match e {
+            common::ClientEvent::Connected { peer, .. } if *peer == relay_peer => Some(()),
+            _ => None,
+        })
+        .await;
+    const FLOOD: usize = 300;
+    for _ in 0..FLOOD {
+        let mut stream = hop_stream(&client, relay_peer).await;
+        // A length prefix of 5 followed by bytes that are no protobuf message.
+        assert_eq!(
+            status_of(&exchange(&mut stream, &[5, 0xff, 0xff, 0xff, 0xff, 0xff]).await),
+            Some(Status::MalformedMessage)
+        );
+    }
+    // The window is 10 s: the summary follows within the process wait.
+    let left_out: usize = relay.wait_log("the count of bad requests left out of the log", |line| {
+        line.contains("more bad hop requests not logged")
+            .then(|| line.split("left_out=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .flatten()
+    });
+    let lines = relay
+        .log()
+        .lines()
+        .filter(|l| l.contains("bad hop request") && !l.contains("not logged"))
+        .count();
+    println!("{FLOOD} malformed requests: {lines} lines logged, {left_out} left out");
+    assert!(lines <= 20, "{lines} lines for {FLOOD} bad requests");
+    assert!(left_out >= FLOOD - 20, "{left_out} left out");
+}

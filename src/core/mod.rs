@@ -6,6 +6,7 @@
 //! it asks ([`Command`]s from [`RelayCore::poll`]), hands its [`Event`]s to the swarm owner, and
 //! calls [`RelayCore::handle_timeout`] at [`RelayCore::poll_timeout`].
 
+mod log_limit;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ use std::{
 
 use libp2p::{swarm::ConnectionId, PeerId};
 
+use self::log_limit::{LogLimiter, Noise, LOG_WINDOW};
 use crate::{
     event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession},
     protocol::{Status, WireLimit},
@@ -109,6 +111,8 @@ pub(crate) struct RelayCore {
     drain_at: Option<Instant>,
     /// Time the copy loops of ended sessions spent waiting for their throttles.
     throttled_ended: Duration,
+    /// Peer-caused log lines, rate-limited.
+    log_limit: LogLimiter,
     out: VecDeque<Output>,
 }
 
@@ -124,6 +128,7 @@ impl RelayCore {
             stats_at: config.stats_interval.map(|i| now + i),
             drain_at: None,
             throttled_ended: Duration::ZERO,
+            log_limit: LogLimiter::new(now),
             out: VecDeque::new(),
             config,
         }
@@ -160,6 +165,14 @@ impl RelayCore {
                 });
             }
             self.table.prune(now);
+            for (kind, left_out) in self.log_limit.roll(now) {
+                tracing::warn!(
+                    left_out,
+                    window_secs = LOG_WINDOW.as_secs(),
+                    "{left_out} more {} not logged in the last window (see the metrics)",
+                    kind.describe()
+                );
+            }
         }
         if let (Some(at), Some(interval)) = (self.stats_at, self.config.stats_interval) {
             if now >= at {
@@ -293,7 +306,7 @@ impl RelayCore {
             }
             Err(reason) => {
                 let status = reason.reserve_status();
-                log_denial("reservation", &peer, None, reason, status);
+                self.log_denial(Noise::ReservationRefused, &peer, None, reason, status);
                 self.emit(Event::ReservationDenied {
                     peer,
                     reason,
@@ -346,7 +359,13 @@ impl RelayCore {
             }
             Err(reason) => {
                 let status = reason.connect_status();
-                log_denial("session", &source, Some(&target), reason, status);
+                self.log_denial(
+                    Noise::SessionRefused,
+                    &source,
+                    Some(&target),
+                    reason,
+                    status,
+                );
                 self.emit(Event::SessionDenied {
                     source,
                     target,
@@ -360,7 +379,9 @@ impl RelayCore {
 
     /// A hop request rejected before any decision (malformed, silent, too many).
     pub(crate) fn on_bad_request(&mut self, peer: PeerId, error: String) {
-        tracing::info!(%peer, %error, "bad hop request");
+        if self.log_limit.allow(Noise::BadRequest) {
+            tracing::info!(%peer, %error, "bad hop request");
+        }
         self.table.record_bad_request();
         self.emit(Event::BadRequest { peer, error });
     }
@@ -476,8 +497,8 @@ impl RelayCore {
         self.table.record_session_denied(reason);
         let status = reason.connect_status();
         self.command(Command::DenyConnect { session, status });
-        log_denial(
-            "session",
+        self.log_denial(
+            Noise::SessionRefused,
             &entry.source,
             Some(&entry.target),
             reason,
@@ -751,17 +772,21 @@ impl RelayCore {
     }
 }
 
-fn log_denial(
-    what: &str,
-    peer: &PeerId,
-    target: Option<&PeerId>,
-    reason: DenyReason,
-    status: Status,
-) {
-    match reason {
-        DenyReason::RateLimited => {
-            tracing::debug!(%peer, ?target, %reason, %status, "{what} refused")
+impl RelayCore {
+    /// Logs a refusal, within the log budget of its kind.
+    fn log_denial(
+        &mut self,
+        kind: Noise,
+        peer: &PeerId,
+        target: Option<&PeerId>,
+        reason: DenyReason,
+        status: Status,
+    ) {
+        if self.log_limit.allow(kind) {
+            tracing::info!(%peer, ?target, %reason, %status, "{} refused", match kind {
+                Noise::ReservationRefused => "reservation",
+                _ => "session",
+            });
         }
-        _ => tracing::info!(%peer, ?target, %reason, %status, "{what} refused"),
     }
 }
