@@ -19,8 +19,6 @@
 mod common;
 #[path = "common/interop.rs"]
 mod interop;
-#[path = "common/interop_client.rs"]
-mod interop_client;
 
 use std::{
     fs,
@@ -30,12 +28,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::process::RelayProcess;
+use common::{process::RelayProcess, TestClient};
 use interop::{
     expected, js_source_transfer, js_target, js_target_transfer, peer_id_of, rust_source_transfer,
     rust_target_transfer, rust_versions, size, Js, Peer, Row, Versions, LINE_WAIT, READY_WAIT,
 };
-use interop_client::RustPeer;
 use libp2p::{core::multiaddr::Protocol, Multiaddr};
 use macula_relay::node::{is_secure_websocket, is_websocket, yamux_config};
 use serde_json::Value;
@@ -495,7 +492,7 @@ async fn browser_exchanges_data_with_a_rust_peer() {
         "browser reaches a rust peer through the relay, data both ways",
     );
     browser_to_rust.step("rust peer reserves over TCP");
-    let mut rust = RustPeer::start(yamux_config).await;
+    let mut rust = TestClient::start_with_yamux(yamux_config).await;
     rust.reserve_on(relay.process.peer_id, tcp.clone()).await;
     let mut served = rust.serve_transfers();
 

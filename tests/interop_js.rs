@@ -11,8 +11,6 @@ mod admin_support;
 mod common;
 #[path = "common/interop.rs"]
 mod interop;
-#[path = "common/interop_client.rs"]
-mod interop_client;
 
 use std::time::Duration;
 
@@ -22,7 +20,6 @@ use interop::{
     retry_on_js_monitor_abort, rust_source_transfer, rust_target_transfer, rust_versions, size, Js,
     Row, BULK, LINE_WAIT, READY_WAIT,
 };
-use interop_client::RustPeer;
 use macula_relay::node::yamux_config;
 use serde_json::Value;
 
@@ -213,7 +210,7 @@ async fn rust_target_and_js_source() {
         async move {
             let _bulk = BULK.lock().await;
             let relay = start_relay(&["--bandwidth", "0"]);
-            let mut target = RustPeer::start(yamux_config).await;
+            let mut target = TestClient::start_with_yamux(yamux_config).await;
             target.reserve_on(relay.peer_id, relay.addr.clone()).await;
             let mut served = target.serve_transfers();
             let circuit = format!("{}/p2p-circuit/p2p/{}", relay.addr, target.peer_id);
@@ -280,7 +277,7 @@ async fn js_target_and_rust_source() {
             let (mut target, ready, circuit) =
                 js_target(&js, "js-target", &relay.addr.to_string(), &[]).await;
             let target_id = peer_id_of(&ready);
-            let mut source = RustPeer::start(yamux_config).await;
+            let mut source = TestClient::start_with_yamux(yamux_config).await;
             source
                 .dial_circuit(circuit.parse().unwrap(), target_id)
                 .await

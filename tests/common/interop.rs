@@ -652,8 +652,7 @@ pub async fn rust_target_transfer(
     );
 }
 
-/// Checks a rust source's transfer of `n` bytes each way (`TestClient::transfer` or
-/// `RustPeer::transfer`): both hashes.
+/// Checks a rust source's transfer of `n` bytes each way (`TestClient::transfer`): both hashes.
 pub async fn rust_source_transfer(
     transfer: impl std::future::Future<Output = std::io::Result<Outcome>>,
     n: u64,

@@ -1,8 +1,9 @@
 //! Test harness: an in-process relay node and unmodified `libp2p::relay::client` peers, all on
-//! 127.0.0.1 TCP with noise and yamux.
+//! 127.0.0.1 TCP with noise and yamux, each a [`swarm_task::SwarmTask`].
 #![allow(dead_code)]
 
 pub mod process;
+pub mod swarm_task;
 pub mod transfer;
 
 use std::time::Duration;
@@ -17,17 +18,13 @@ use libp2p::{
 use macula_relay::{
     Behaviour, Config, Event, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
 };
-use tokio::sync::{mpsc, oneshot};
+#[allow(unused_imports)] // not every test binary logs
+pub use swarm_task::init_tracing;
+use swarm_task::{first_listen_addr, SwarmTask};
+use tokio::sync::mpsc;
 
 /// How long a test waits for any one expected event.
 pub const WAIT: Duration = Duration::from_secs(30);
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 /// A config for tests: no request-rate limits (every peer is 127.0.0.1), generous per-peer caps.
 pub fn test_config() -> macula_relay::ConfigBuilder {
@@ -37,15 +34,12 @@ pub fn test_config() -> macula_relay::ConfigBuilder {
         .stats_interval(None)
 }
 
-type RelayCommand = Box<dyn FnOnce(&mut Swarm<RelayNodeBehaviour>) + Send>;
-
 /// A relay node running in its own task.
 pub struct TestRelay {
     pub peer_id: PeerId,
     /// Listen address with `/p2p/<relay>`.
     pub addr: Multiaddr,
-    commands: mpsc::UnboundedSender<RelayCommand>,
-    pub events: mpsc::UnboundedReceiver<Event>,
+    task: SwarmTask<RelayNodeBehaviour, Event>,
 }
 
 impl TestRelay {
@@ -56,39 +50,16 @@ impl TestRelay {
             .build()
             .expect("relay node builds");
         let peer_id = *swarm.local_peer_id();
-        let listening = async {
-            loop {
-                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                    break address;
-                }
-            }
-        };
-        let addr = tokio::time::timeout(WAIT, listening)
-            .await
-            .expect("timed out waiting for the first listen address");
+        let addr = first_listen_addr(&mut swarm, WAIT).await;
         swarm.add_external_address(addr.clone());
-        let (commands, mut command_rx) = mpsc::unbounded_channel::<RelayCommand>();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    command = command_rx.recv() => match command {
-                        Some(command) => command(&mut swarm),
-                        None => break,
-                    },
-                    event = swarm.select_next_some() => {
-                        if let SwarmEvent::Behaviour(RelayNodeEvent::Relay(event)) = event {
-                            let _ = event_tx.send(event);
-                        }
-                    }
-                }
-            }
+        let task = SwarmTask::spawn("relay", WAIT, swarm, |_, event| match event {
+            SwarmEvent::Behaviour(RelayNodeEvent::Relay(event)) => Some(event),
+            _ => None,
         });
         TestRelay {
             peer_id,
             addr: addr.with(Protocol::P2p(peer_id)),
-            commands,
-            events,
+            task,
         }
     }
 
@@ -97,28 +68,12 @@ impl TestRelay {
         &self,
         f: impl FnOnce(&mut Behaviour) -> R + Send + 'static,
     ) -> R {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Box::new(move |swarm| {
-                let _ = tx.send(f(&mut swarm.behaviour_mut().relay));
-            }))
-            .expect("relay task alive");
-        rx.await.expect("relay task answered")
+        self.task.with(|s| f(&mut s.behaviour_mut().relay)).await
     }
 
-    /// Waits for the first event for which `f` returns `Some`, skipping others.
+    /// Waits for the first relay event for which `f` returns `Some`, skipping others.
     pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-        let wait = async {
-            loop {
-                let event = self.events.recv().await.expect("relay task alive");
-                if let Some(t) = f(&event) {
-                    return t;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for relay event: {what}"))
+        self.task.expect(what, |e| f(&e)).await
     }
 
     /// The circuit address of `target` through this relay.
@@ -159,27 +114,75 @@ pub enum ClientEvent {
     InboundCircuit { source: PeerId, limit: SeenLimit },
 }
 
-type ClientCommand = Box<dyn FnOnce(&mut Swarm<ClientBehaviour>) + Send>;
+fn client_event(event: SwarmEvent<ClientBehaviourEvent>) -> Option<ClientEvent> {
+    use relay::client::Event as Relay;
+    Some(match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => ClientEvent::Connected {
+            peer: peer_id,
+            relayed: endpoint.is_relayed(),
+        },
+        SwarmEvent::ConnectionClosed {
+            peer_id, endpoint, ..
+        } => ClientEvent::ConnectionClosed {
+            peer: peer_id,
+            relayed: endpoint.is_relayed(),
+        },
+        SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => ClientEvent::DialFailed {
+            peer: peer_id,
+            error: format!("{error:?}"),
+        },
+        SwarmEvent::ListenerClosed { reason, .. } => ClientEvent::ListenerClosed {
+            error: format!("{reason:?}"),
+        },
+        SwarmEvent::Behaviour(ClientBehaviourEvent::Relay(e)) => match e {
+            Relay::ReservationReqAccepted { renewal, limit, .. } => {
+                ClientEvent::ReservationAccepted {
+                    renewal,
+                    limit: seen!(limit),
+                }
+            }
+            Relay::OutboundCircuitEstablished { limit, .. } => ClientEvent::OutboundCircuit {
+                limit: seen!(limit),
+            },
+            Relay::InboundCircuitEstablished { src_peer_id, limit } => {
+                ClientEvent::InboundCircuit {
+                    source: src_peer_id,
+                    limit: seen!(limit),
+                }
+            }
+        },
+        _ => return None,
+    })
+}
 
 /// An unmodified rust-libp2p relay client peer running in its own task.
 pub struct TestClient {
     pub peer_id: PeerId,
     pub control: libp2p_stream::Control,
-    commands: mpsc::UnboundedSender<ClientCommand>,
-    pub events: mpsc::UnboundedReceiver<ClientEvent>,
+    task: SwarmTask<ClientBehaviour, ClientEvent>,
 }
 
 impl TestClient {
+    /// A client with rust-yamux's default configuration.
     pub async fn start() -> Self {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        Self::start_with_yamux(yamux::Config::default).await
+    }
+
+    /// A client whose yamux (on direct and relayed connections) is `yamux_config()`.
+    ///
+    /// js-yamux sends data frames as large as the whole send window; rust-yamux's default config
+    /// lets a stream's window grow past 1 MiB and then rejects those frames (`FrameTooLarge`),
+    /// closing the connection. That is between the two end peers (the relay only copies bytes),
+    /// so a rust peer that moves large amounts of data with js peers needs
+    /// `macula_relay::node::yamux_config()`, as the README says.
+    pub async fn start_with_yamux(yamux_config: fn() -> yamux::Config) -> Self {
+        let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_tcp(tcp::Config::default(), noise::Config::new, yamux_config)
             .unwrap()
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(noise::Config::new, yamux_config)
             .unwrap()
             .with_behaviour(|key, relay| ClientBehaviour {
                 relay,
@@ -192,61 +195,16 @@ impl TestClient {
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
-        let peer_id = *swarm.local_peer_id();
-        let control = swarm.behaviour().stream.new_control();
-        let (commands, mut command_rx) = mpsc::unbounded_channel::<ClientCommand>();
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    command = command_rx.recv() => match command {
-                        Some(command) => command(&mut swarm),
-                        None => break,
-                    },
-                    event = swarm.select_next_some() => {
-                        let event = match event {
-                            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                                Some(ClientEvent::Connected { peer: peer_id, relayed: endpoint.is_relayed() })
-                            }
-                            SwarmEvent::ConnectionClosed { peer_id, endpoint, .. } => {
-                                Some(ClientEvent::ConnectionClosed { peer: peer_id, relayed: endpoint.is_relayed() })
-                            }
-                            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                                Some(ClientEvent::DialFailed { peer: peer_id, error: format!("{error:?}") })
-                            }
-                            SwarmEvent::ListenerClosed { reason, .. } => Some(ClientEvent::ListenerClosed {
-                                error: format!("{reason:?}"),
-                            }),
-                            SwarmEvent::Behaviour(ClientBehaviourEvent::Relay(e)) => match e {
-                                relay::client::Event::ReservationReqAccepted { renewal, limit, .. } => {
-                                    Some(ClientEvent::ReservationAccepted { renewal, limit: seen!(limit) })
-                                }
-                                relay::client::Event::OutboundCircuitEstablished { limit, .. } => {
-                                    Some(ClientEvent::OutboundCircuit { limit: seen!(limit) })
-                                }
-                                relay::client::Event::InboundCircuitEstablished { src_peer_id, limit } => {
-                                    Some(ClientEvent::InboundCircuit { source: src_peer_id, limit: seen!(limit) })
-                                }
-                            },
-                            _ => None,
-                        };
-                        if let Some(event) = event {
-                            let _ = tx.send(event);
-                        }
-                    }
-                }
-            }
-        });
         TestClient {
-            peer_id,
-            control,
-            commands,
-            events,
+            peer_id: *swarm.local_peer_id(),
+            control: swarm.behaviour().stream.new_control(),
+            task: SwarmTask::spawn("client", WAIT, swarm, |_, event| client_event(event)),
         }
     }
 
+    /// Runs `f` on the swarm inside the client's task, without waiting for it.
     pub fn run(&self, f: impl FnOnce(&mut Swarm<ClientBehaviour>) + Send + 'static) {
-        self.commands.send(Box::new(f)).expect("client task alive");
+        self.task.run(f);
     }
 
     /// Waits for the first event for which `f` returns `Some`, skipping others.
@@ -255,17 +213,7 @@ impl TestClient {
         what: &str,
         mut f: impl FnMut(&ClientEvent) -> Option<T>,
     ) -> T {
-        let wait = async {
-            loop {
-                let event = self.events.recv().await.expect("client task alive");
-                if let Some(t) = f(&event) {
-                    return t;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for client event: {what}"))
+        self.task.expect(what, |e| f(&e)).await
     }
 
     /// Connects to the relay and reserves a slot; returns the limit the relay announced.
@@ -276,21 +224,22 @@ impl TestClient {
     /// [`reserve`](Self::reserve) on a relay known by id and address (`.../p2p/<relay>`).
     pub async fn reserve_on(&mut self, relay_peer: PeerId, relay_addr: Multiaddr) -> SeenLimit {
         let dial = relay_addr.clone();
-        self.run(move |s| {
-            s.dial(dial).unwrap();
-        });
-        self.expect("connected to relay", |e| match e {
+        self.run(move |s| s.dial(dial).unwrap());
+        self.expect("connected to the relay", |e| match e {
             ClientEvent::Connected {
                 peer,
                 relayed: false,
             } if *peer == relay_peer => Some(()),
+            ClientEvent::DialFailed {
+                peer: Some(peer),
+                error,
+            } if *peer == relay_peer => panic!("dialing the relay failed: {error}"),
             _ => None,
         })
         .await;
         let listen = relay_addr.with(Protocol::P2pCircuit);
-        self.run(move |s| {
-            s.listen_on(listen).unwrap();
-        });
+        let listening = self.task.with(move |s| s.listen_on(listen).map(drop)).await;
+        listening.expect("listen on the circuit address");
         self.expect("reservation accepted", |e| match e {
             ClientEvent::ReservationAccepted { limit, .. } => Some(*limit),
             ClientEvent::ListenerClosed { error } => panic!("reservation failed: {error}"),

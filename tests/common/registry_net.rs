@@ -3,9 +3,11 @@
 //! or libp2p's in-memory transport. Used by `tests/registry*.rs` through `#[path]`.
 #![allow(dead_code)]
 
+#[path = "swarm_task.rs"]
+mod swarm_task;
+
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use libp2p::{
     core::{multiaddr::Protocol, transport::MemoryTransport, upgrade::Version},
     identify,
@@ -15,19 +17,13 @@ use libp2p::{
     tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, Transport,
 };
 use macula_relay::registry::{self, DiscoveryStats, RegistryConfig, RelayCandidate};
-use tokio::sync::{mpsc, oneshot};
+pub use swarm_task::init_tracing;
+use swarm_task::{first_listen_addr, SwarmTask};
 
 /// The DHT protocol of the test network.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-test/kad/1.0.0");
 /// How long a test waits for any one expected event.
 pub const WAIT: Duration = Duration::from_secs(60);
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 #[derive(NetworkBehaviour)]
 pub struct NetNode {
@@ -97,16 +93,13 @@ impl PeerSpec {
     }
 }
 
-type Command = Box<dyn FnOnce(&mut Swarm<NetNode>) + Send>;
-
 /// A peer running in its own task.
 pub struct NetPeer {
     pub peer_id: PeerId,
     /// Listen address with `/p2p/<peer>`.
     pub addr: Multiaddr,
     pub control: libp2p_stream::Control,
-    commands: mpsc::UnboundedSender<Command>,
-    pub events: mpsc::UnboundedReceiver<NodeEvent>,
+    task: SwarmTask<NetNode, NodeEvent>,
     /// Records refused while reading, with the peer that sent them.
     pub rejected: Vec<(PeerId, registry::RecordError)>,
 }
@@ -199,16 +192,7 @@ impl NetPeer {
             "/ip4/127.0.0.1/tcp/0".parse().unwrap()
         };
         swarm.listen_on(listen).unwrap();
-        let listening = async {
-            loop {
-                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                    break address;
-                }
-            }
-        };
-        let addr = tokio::time::timeout(WAIT, listening)
-            .await
-            .expect("timed out waiting for the first listen address");
+        let addr = first_listen_addr(&mut swarm, WAIT).await;
         if spec.external {
             swarm.add_external_address(addr.clone());
         }
@@ -224,38 +208,23 @@ impl NetPeer {
         }
         observe(&mut swarm);
         let control = swarm.behaviour().stream.new_control();
-        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    command = command_rx.recv() => match command {
-                        Some(command) => command(&mut swarm),
-                        None => break,
-                    },
-                    event = swarm.select_next_some() => match event {
-                        // The DHT's own events are not needed by the tests.
-                        SwarmEvent::Behaviour(NetNodeEvent::Registry(registry::Event::Kad(_))) => {}
-                        SwarmEvent::Behaviour(NetNodeEvent::Registry(e)) => {
-                            let _ = tx.send(NodeEvent::Registry(e));
-                        }
-                        SwarmEvent::Behaviour(NetNodeEvent::Relay(e)) => {
-                            let _ = tx.send(NodeEvent::Relay(e));
-                        }
-                        // No identify -> kad glue: the registry feeds kad the addresses identify
-                        // reports for DHT peers it cannot route to.
-                        _ => {}
-                    },
-                }
-                observe(&mut swarm);
+        let task = SwarmTask::spawn("peer", WAIT, swarm, |swarm, event| {
+            observe(swarm);
+            match event {
+                // The DHT's own events are not needed by the tests.
+                SwarmEvent::Behaviour(NetNodeEvent::Registry(registry::Event::Kad(_))) => None,
+                SwarmEvent::Behaviour(NetNodeEvent::Registry(e)) => Some(NodeEvent::Registry(e)),
+                SwarmEvent::Behaviour(NetNodeEvent::Relay(e)) => Some(NodeEvent::Relay(e)),
+                // No identify -> kad glue: the registry feeds kad the addresses identify
+                // reports for DHT peers it cannot route to.
+                _ => None,
             }
         });
         NetPeer {
             peer_id,
             addr: addr.with(Protocol::P2p(peer_id)),
             control,
-            commands,
-            events,
+            task,
             rejected: Vec::new(),
         }
     }
@@ -265,13 +234,13 @@ impl NetPeer {
         &self,
         f: impl FnOnce(&mut Swarm<NetNode>) -> R + Send + 'static,
     ) -> R {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Box::new(move |swarm| {
-                let _ = tx.send(f(swarm));
-            }))
-            .expect("peer task alive");
-        rx.await.expect("peer task answered")
+        self.task
+            .with(|s| {
+                let result = f(s);
+                observe(s);
+                result
+            })
+            .await
     }
 
     /// Adds `peers` to this peer's routing table (no lookups: a prepared DHT).
@@ -291,23 +260,13 @@ impl NetPeer {
     }
 
     /// Waits for the first event for which `f` returns `Some`, skipping others.
-    pub async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(NodeEvent) -> Option<T>) -> T {
-        let wait = async {
-            loop {
-                let event = self.events.recv().await.expect("peer task alive");
-                if let Some(t) = f(event) {
-                    return t;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+    pub async fn expect<T>(&mut self, what: &str, f: impl FnMut(NodeEvent) -> Option<T>) -> T {
+        self.task.expect(what, f).await
     }
 
     /// Drops queued events.
     pub fn drain(&mut self) {
-        while self.events.try_recv().is_ok() {}
+        self.task.drain();
     }
 
     /// Runs one discovery and returns its result; the reading-side rejections seen meanwhile
