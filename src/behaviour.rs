@@ -26,6 +26,7 @@ use libp2p::{
 };
 
 use crate::{
+    addresses::{self, Announcement},
     core::{Command, Output, RelayCore},
     event::{EnableOptions, Event, ReservationInfo, UnknownSession},
     handler::{self, Handler, HandlerConfig, In},
@@ -49,6 +50,8 @@ pub struct Behaviour {
     accepted_targets: HashMap<SessionId, (Stream, Bytes)>,
     external_addresses: ExternalAddresses,
     listen_addresses: ListenAddresses,
+    /// The announcement last logged.
+    last_announcement: Announcement,
     queued: VecDeque<ToSwarm<Event, In>>,
     /// Fires at the core's next deadline (`armed_for`).
     timer: Delay,
@@ -68,6 +71,7 @@ impl Behaviour {
             accepted_targets: HashMap::new(),
             external_addresses: ExternalAddresses::default(),
             listen_addresses: ListenAddresses::default(),
+            last_announcement: Announcement::default(),
             queued: VecDeque::new(),
             timer: Delay::new(Duration::ZERO),
             armed_for: None,
@@ -183,34 +187,46 @@ impl Behaviour {
         self.core.set_denied(peer, denied)
     }
 
-    /// The addresses announced in reservations: the configured endpoints and the swarm's
-    /// confirmed external addresses or, without any, its listen addresses; each ends with
-    /// `/p2p/<relay id>`.
+    /// The addresses announced in reservations: the configured endpoints, the swarm's
+    /// confirmed external addresses and, without any of those, its publicly routable listen
+    /// addresses (private ones too with
+    /// [`ConfigBuilder::allow_private_addrs`](crate::ConfigBuilder::allow_private_addrs)); each
+    /// ends with `/p2p/<relay id>`.
     pub fn advertised_addrs(&self) -> Vec<Multiaddr> {
-        let mut addrs: Vec<Multiaddr> = self.core.config().advertised_addrs.clone();
-        addrs.extend(self.external_addresses.iter().cloned());
-        if addrs.is_empty() {
-            addrs.extend(
-                self.listen_addresses
-                    .iter()
-                    .filter(|a| !is_unspecified(a))
-                    .cloned(),
+        self.announcement().addrs
+    }
+
+    /// What the relay announces and what it leaves out, with why (see
+    /// [`advertised_addrs`](Self::advertised_addrs)).
+    pub fn announcement(&self) -> Announcement {
+        let config = self.core.config();
+        addresses::announce(
+            self.local_peer,
+            &config.advertised_addrs,
+            self.external_addresses.iter(),
+            self.listen_addresses.iter(),
+            config.allow_private_addrs,
+        )
+    }
+
+    /// Logs the announcement when it changed: what is announced, and what is not and why.
+    fn log_announcement(&mut self) {
+        let announcement = self.announcement();
+        if announcement == self.last_announcement {
+            return;
+        }
+        if announcement.addrs.is_empty() {
+            tracing::warn!(
+                "announcing no address: reservations carry none and the relay does not register; \
+                 set an external address (--external) or allow private addresses"
             );
+        } else {
+            tracing::info!(addrs = ?announcement.addrs, "announcing relay addresses");
         }
-        let mut out: Vec<Multiaddr> = Vec::new();
-        for addr in addrs {
-            if addr.iter().any(|p| p == Protocol::P2pCircuit) {
-                continue;
-            }
-            let addr = match addr.iter().last() {
-                Some(Protocol::P2p(_)) => addr,
-                _ => addr.with(Protocol::P2p(self.local_peer)),
-            };
-            if !out.contains(&addr) {
-                out.push(addr);
-            }
+        for (addr, why) in &announcement.skipped {
+            tracing::info!(%addr, "not announced: {why}");
         }
-        out
+        self.last_announcement = announcement;
     }
 
     fn notify(&mut self, peer: PeerId, connection: ConnectionId, event: In) {
@@ -392,6 +408,18 @@ impl Behaviour {
     }
 }
 
+/// Why an inbound connection was refused: its network origin holds its connection cap.
+#[derive(Debug)]
+struct OriginConnectionsFull(String);
+
+impl std::fmt::Display for OriginConnectionsFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} holds as many connections as one origin may", self.0)
+    }
+}
+
+impl std::error::Error for OriginConnectionsFull {}
+
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -406,10 +434,6 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
-fn is_unspecified(addr: &Multiaddr) -> bool {
-    ip_of(addr).is_some_and(|ip| ip.is_unspecified())
-}
-
 impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
     type ToSwarm = Event;
@@ -422,7 +446,15 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         let relayed = local_addr.iter().any(|p| p == Protocol::P2pCircuit);
-        Ok(self.new_handler(connection, peer, remote_addr, relayed))
+        if let Err(block) =
+            self.core
+                .on_inbound_connection(connection, peer, relayed, ip_of(remote_addr))
+        {
+            return Err(ConnectionDenied::new(OriginConnectionsFull(
+                block.to_string(),
+            )));
+        }
+        Ok(Handler::new(self.handler_config()))
     }
 
     fn handle_established_outbound_connection(
@@ -438,8 +470,11 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.external_addresses.on_swarm_event(&event);
-        self.listen_addresses.on_swarm_event(&event);
+        let addresses_changed = self.external_addresses.on_swarm_event(&event)
+            | self.listen_addresses.on_swarm_event(&event);
+        if addresses_changed {
+            self.log_announcement();
+        }
         match event {
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,

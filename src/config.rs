@@ -53,6 +53,15 @@ pub const DEFAULT_SESSIONS_PER_ORIGIN: OriginLimits = OriginLimits {
     per_ipv6_64: DEFAULT_MAX_SESSIONS_PER_PEER,
     per_ipv6_48: 32,
 };
+/// Default caps on the inbound connections one network origin may hold (each connection can
+/// hold muxer buffers and handler state; one reservation or session needs one): a NAT's worth
+/// of peers per address, a few NATs per network.
+pub const DEFAULT_CONNECTIONS_PER_ORIGIN: OriginLimits = OriginLimits {
+    per_ip: 64,
+    per_ipv4_24: 256,
+    per_ipv6_64: 64,
+    per_ipv6_48: 256,
+};
 /// Default maximum sessions from one network (IPv4 /24, IPv6 /48) to one target: a quarter of
 /// [`DEFAULT_MAX_SESSIONS_PER_PEER`], so that locking a target out takes four networks.
 pub const DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER: usize = DEFAULT_MAX_SESSIONS_PER_PEER / 4;
@@ -218,6 +227,7 @@ pub struct Config {
     pub(crate) request_rate_per_peer: Option<RequestRate>,
     pub(crate) request_rate_per_ip: Option<RequestRate>,
     pub(crate) policy: AccessPolicy,
+    pub(crate) connections_per_origin: OriginLimits,
     pub(crate) reservations_per_origin: OriginLimits,
     pub(crate) sessions_per_origin: OriginLimits,
     pub(crate) max_sessions_per_network_to_peer: usize,
@@ -227,6 +237,7 @@ pub struct Config {
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) copy_buffer_size: usize,
     pub(crate) advertised_addrs: Vec<Multiaddr>,
+    pub(crate) allow_private_addrs: bool,
     pub(crate) start_enabled: bool,
 }
 
@@ -251,6 +262,7 @@ impl Default for Config {
                 interval: Duration::from_millis(250),
             }),
             policy: AccessPolicy::default(),
+            connections_per_origin: DEFAULT_CONNECTIONS_PER_ORIGIN,
             reservations_per_origin: DEFAULT_RESERVATIONS_PER_ORIGIN,
             sessions_per_origin: DEFAULT_SESSIONS_PER_ORIGIN,
             max_sessions_per_network_to_peer: DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER,
@@ -260,6 +272,7 @@ impl Default for Config {
             stats_interval: Some(DEFAULT_STATS_INTERVAL),
             copy_buffer_size: DEFAULT_COPY_BUFFER_SIZE,
             advertised_addrs: Vec::new(),
+            allow_private_addrs: false,
             start_enabled: true,
         }
     }
@@ -313,6 +326,10 @@ impl Config {
     pub fn request_rate_per_ip(&self) -> Option<RequestRate> {
         self.request_rate_per_ip
     }
+    /// Caps on inbound connections per network origin.
+    pub fn connections_per_origin(&self) -> OriginLimits {
+        self.connections_per_origin
+    }
     /// Caps on reservations per network origin.
     pub fn reservations_per_origin(&self) -> OriginLimits {
         self.reservations_per_origin
@@ -337,6 +354,10 @@ impl Config {
     /// Addresses announced in reservations (besides the swarm's external addresses).
     pub fn advertised_addrs(&self) -> &[Multiaddr] {
         &self.advertised_addrs
+    }
+    /// Whether private (not publicly routable) addresses are announced.
+    pub fn allow_private_addrs(&self) -> bool {
+        self.allow_private_addrs
     }
     /// Interval of the periodic stats event, if any.
     pub fn stats_interval(&self) -> Option<Duration> {
@@ -404,6 +425,8 @@ impl Config {
         if self.max_sessions_per_network_to_peer == 0 {
             return Err(ConfigError::Zero("max_sessions_per_network_to_peer"));
         }
+        self.connections_per_origin
+            .validate("connections_per_origin")?;
         self.reservations_per_origin
             .validate("reservations_per_origin")?;
         self.sessions_per_origin.validate("sessions_per_origin")?;
@@ -504,6 +527,13 @@ impl ConfigBuilder {
         self.config.policy = policy;
         self
     }
+    /// Caps on the inbound connections one network origin may hold (default
+    /// [`DEFAULT_CONNECTIONS_PER_ORIGIN`]); a connection over the cap is refused when
+    /// established, before any handler runs.
+    pub fn connections_per_origin(mut self, limits: OriginLimits) -> Self {
+        self.config.connections_per_origin = limits;
+        self
+    }
     /// Caps on the reservations one network origin may hold (default
     /// [`DEFAULT_RESERVATIONS_PER_ORIGIN`]); a full origin is answered `RESERVATION_REFUSED`.
     pub fn reservations_per_origin(mut self, limits: OriginLimits) -> Self {
@@ -551,6 +581,13 @@ impl ConfigBuilder {
     /// Addresses to announce in reservations, besides the swarm's external addresses.
     pub fn advertised_addrs(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
         self.config.advertised_addrs = addrs.into_iter().collect();
+        self
+    }
+    /// Announce private addresses too (loopback, RFC 1918, ULA, link-local, ...): for a relay
+    /// serving a LAN, and for tests (default `false`: only publicly routable addresses and
+    /// [`advertised_addrs`](Self::advertised_addrs) are announced).
+    pub fn allow_private_addrs(mut self, allow: bool) -> Self {
+        self.config.allow_private_addrs = allow;
         self
     }
     /// Whether the relay starts enabled (default `true`).

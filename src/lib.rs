@@ -61,11 +61,15 @@
 
 #![warn(missing_docs)]
 
+mod addresses;
 mod behaviour;
 mod config;
 mod copy;
 mod core;
 mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod handler;
 #[cfg(feature = "node")]
 pub mod node;
@@ -85,11 +89,13 @@ pub mod node_config;
 #[cfg(feature = "admin")]
 pub mod runner;
 
+pub use addresses::{Announcement, Skipped};
 pub use behaviour::Behaviour;
 pub use config::{
     AccessPolicy, Config, ConfigBuilder, ConfigError, OriginLimits, RequestRate, SessionLimits,
-    DEFAULT_BANDWIDTH, DEFAULT_COPY_BUFFER_SIZE, DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION,
-    DEFAULT_MAX_RESERVATIONS, DEFAULT_MAX_RESERVATIONS_PER_PEER, DEFAULT_MAX_SESSIONS,
+    DEFAULT_BANDWIDTH, DEFAULT_CONNECTIONS_PER_ORIGIN, DEFAULT_COPY_BUFFER_SIZE,
+    DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION, DEFAULT_MAX_RESERVATIONS,
+    DEFAULT_MAX_RESERVATIONS_PER_PEER, DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER, DEFAULT_MAX_SESSIONS_PER_PEER,
     DEFAULT_RESERVATIONS_PER_ORIGIN, DEFAULT_RESERVATION_TTL, DEFAULT_SESSIONS_PER_ORIGIN,
     DEFAULT_SESSION_TIMEOUT, DEFAULT_STATS_INTERVAL, DEFAULT_STREAM_TIMEOUT,

@@ -8,30 +8,76 @@
 use std::{fs, io, path::Path, time::Duration};
 
 use libp2p::{
+    autonat, connection_limits,
+    connection_limits::ConnectionLimits,
     core::{multiaddr::Protocol, muxing::StreamMuxerBox, upgrade::Version},
     identify,
     identity::Keypair,
-    noise, ping,
+    memory_connection_limits, noise, ping,
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
     tcp, websocket, yamux, Multiaddr, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::{Behaviour, Config};
 
+/// How often the node pings each connection's peer.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before it counts as failed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long libp2p's ping waits for a new ping stream to be negotiated (the substream upgrade
+/// timeout of its handler; not configurable).
+const PING_STREAM_NEGOTIATION: Duration = Duration::from_secs(10);
+
+/// Within this long a peer that vanished silently (its packets dropped, no FIN or RST) is
+/// detected and its connection closed, freeing its reservation and sessions: 25 s. libp2p's
+/// ping reports the second failure in a row (the first is forgiven): the first comes
+/// [`PING_INTERVAL`] + [`PING_TIMEOUT`] after the last answer, the second one interval later
+/// plus the time a new ping stream may take to negotiate. The runner closes a connection whose
+/// ping fails; a swarm owner driving the node's swarm itself should do the same on
+/// [`RelayNodeEvent::Ping`] timeouts.
+pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(
+    2 * PING_INTERVAL.as_secs() + PING_TIMEOUT.as_secs() + PING_STREAM_NEGOTIATION.as_secs(),
+);
+
+/// Default node-wide connection limits: 256 inbound connections handshaking at once, 20,000
+/// established inbound (each needs a file descriptor), 8 per peer.
+pub fn default_connection_limits() -> ConnectionLimits {
+    ConnectionLimits::default()
+        .with_max_pending_incoming(Some(256))
+        .with_max_established_incoming(Some(20_000))
+        .with_max_established_per_peer(Some(8))
+}
+
+/// Default share of the machine's physical memory the node may use before it refuses new
+/// connections.
+pub const DEFAULT_MAX_MEMORY_SHARE: f64 = 0.8;
+
 /// Protocol version announced by identify.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/macula-relay/1.0.0";
 
 /// The behaviour of a relay node: the relay, plus identify (so clients learn their observed
-/// address and the relay's protocols) and ping (keeps idle connections measured).
+/// address and the relay's protocols), ping (keeps idle connections measured) and AutoNAT v2
+/// (the node confirms its own external addresses with its peers' help, and helps them confirm
+/// theirs).
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "RelayNodeEvent")]
 pub struct RelayNodeBehaviour {
+    /// Node-wide connection limits (pending, established, per peer).
+    pub limits: connection_limits::Behaviour,
+    /// Refuses new connections while the process uses more memory than allowed.
+    pub memory: memory_connection_limits::Behaviour,
     /// The relay.
     pub relay: Behaviour,
     /// Identify.
     pub identify: identify::Behaviour,
     /// Ping.
     pub ping: ping::Behaviour,
+    /// AutoNAT v2 client: tests the node's candidate external addresses (from identify's
+    /// observations) by asking peers to dial them back; a confirmed one becomes an external
+    /// address.
+    pub autonat: autonat::v2::client::Behaviour,
+    /// AutoNAT v2 server: dials back the addresses peers ask it to test.
+    pub autonat_server: autonat::v2::server::Behaviour,
     /// The relay registry with the node's Kademlia, if enabled with
     /// [`RelayNodeBuilder::registry`]; call [`sync_registry`](Self::sync_registry) after every
     /// swarm event.
@@ -70,6 +116,10 @@ pub enum RelayNodeEvent {
     Identify(Box<identify::Event>),
     /// From ping.
     Ping(ping::Event),
+    /// From the AutoNAT v2 client: the result of testing one of the node's addresses.
+    Autonat(autonat::v2::client::Event),
+    /// From the AutoNAT v2 server: the result of a dial-back for a peer.
+    AutonatServer(autonat::v2::server::Event),
     /// From the registry.
     #[cfg(feature = "registry")]
     Registry(Box<crate::registry::Event>),
@@ -82,7 +132,6 @@ impl From<crate::registry::Event> for RelayNodeEvent {
     }
 }
 
-#[cfg(not(feature = "registry"))]
 impl From<std::convert::Infallible> for RelayNodeEvent {
     fn from(never: std::convert::Infallible) -> Self {
         match never {}
@@ -104,6 +153,18 @@ impl From<identify::Event> for RelayNodeEvent {
 impl From<ping::Event> for RelayNodeEvent {
     fn from(event: ping::Event) -> Self {
         RelayNodeEvent::Ping(event)
+    }
+}
+
+impl From<autonat::v2::client::Event> for RelayNodeEvent {
+    fn from(event: autonat::v2::client::Event) -> Self {
+        RelayNodeEvent::Autonat(event)
+    }
+}
+
+impl From<autonat::v2::server::Event> for RelayNodeEvent {
+    fn from(event: autonat::v2::server::Event) -> Self {
+        RelayNodeEvent::AutonatServer(event)
     }
 }
 
@@ -260,6 +321,8 @@ pub struct RelayNodeBuilder {
     listen: Vec<Multiaddr>,
     external: Vec<Multiaddr>,
     idle_connection_timeout: Duration,
+    connection_limits: ConnectionLimits,
+    max_memory_bytes: Option<usize>,
     websocket_tls: Option<WebsocketTls>,
     #[cfg(feature = "registry")]
     registry: Option<crate::registry::RegistryConfig>,
@@ -282,11 +345,27 @@ impl RelayNodeBuilder {
             listen: Vec::new(),
             external: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
+            connection_limits: default_connection_limits(),
+            max_memory_bytes: None,
             websocket_tls: None,
             #[cfg(feature = "registry")]
             registry: None,
             bootstrap: Vec::new(),
         }
+    }
+
+    /// Node-wide connection limits (default [`default_connection_limits`]); per-origin caps are
+    /// the relay's ([`crate::ConfigBuilder::connections_per_origin`]).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection_limits = limits;
+        self
+    }
+
+    /// Refuse new connections while the process uses more than `bytes` of memory (default
+    /// [`DEFAULT_MAX_MEMORY_SHARE`] of the machine's physical memory).
+    pub fn max_memory_bytes(mut self, bytes: usize) -> Self {
+        self.max_memory_bytes = Some(bytes);
+        self
     }
 
     /// Runs the relay registry (and Kademlia, protocol [`KAD_PROTOCOL`]) with this
@@ -369,6 +448,7 @@ impl RelayNodeBuilder {
         let config = self.config;
         #[cfg(feature = "registry")]
         let registry_config = self.registry;
+        let (connection_limits, max_memory_bytes) = (self.connection_limits, self.max_memory_bytes);
         let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
         let websocket = websocket_transport(
             noise::Config::new(&keypair).map_err(|e| transport(&e))?,
@@ -388,12 +468,28 @@ impl RelayNodeBuilder {
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_behaviour(|key| RelayNodeBehaviour {
-                relay: Behaviour::new(key.clone(), config),
+                limits: connection_limits::Behaviour::new(connection_limits),
+                memory: match max_memory_bytes {
+                    Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
+                    None => memory_connection_limits::Behaviour::with_max_percentage(
+                        DEFAULT_MAX_MEMORY_SHARE,
+                    ),
+                },
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
-                        .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION")))
+                        // Peers learn the external addresses only (which the node confirmed or
+                        // was given), unless private addresses are allowed.
+                        .with_hide_listen_addrs(!config.allow_private_addrs()),
                 ),
-                ping: ping::Behaviour::default(),
+                relay: Behaviour::new(key.clone(), config),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
+                ),
+                autonat: autonat::v2::client::Behaviour::default(),
+                autonat_server: autonat::v2::server::Behaviour::default(),
                 #[cfg(feature = "registry")]
                 registry: registry_config
                     .map(|c| crate::registry::Behaviour::with_protocol(key, KAD_PROTOCOL, c))

@@ -10,6 +10,8 @@
 //! ```toml
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //! external = ["/ip4/203.0.113.7/tcp/4001"]
+//! allow_private_addrs = false  # announce loopback / LAN addresses too (LANs, tests)
+//! exempt_networks = ["10.0.0.0/8"]  # no per-origin caps for these clients
 //! key_file = "/var/lib/macula-relay/relay.key"
 //! max_sessions = 100
 //! bandwidth = 1000000        # bytes per second and direction, 0 = unlimited
@@ -33,6 +35,7 @@ use std::{
     time::Duration,
 };
 
+use ipnet::IpNet;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -62,11 +65,25 @@ pub struct NodeSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Option<Vec<String>>,
-    /// Publicly reachable address to announce (repeatable). Without any, the listen addresses
-    /// are announced, so a relay on loopback or a LAN works as is.
+    /// Publicly reachable address to announce (repeatable), always trusted. Without any, the
+    /// node announces its publicly routable listen addresses and those AutoNAT confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long = "external", value_name = "MULTIADDR")]
     pub external: Option<Vec<String>>,
+    /// Announce private addresses too (loopback, RFC 1918, ULA, link-local, ...): for a relay
+    /// serving a LAN, and for tests. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long = "allow-private-addrs",
+        num_args = 0,
+        default_missing_value = "true"
+    )]
+    pub allow_private_addrs: Option<bool>,
+    /// IP network exempt from the per-origin caps and the per-IP request rate (CIDR, e.g.
+    /// `10.0.0.0/8`; repeatable): your own clients, or a NAT many honest peers share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long = "exempt-network", value_name = "CIDR")]
+    pub exempt_networks: Option<Vec<String>>,
     /// Key file: created on first run, reused after, so the peer id stays the same. Without
     /// one, the node has a new identity every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,9 +291,24 @@ impl NodeSettings {
             (cert, _) => check_websocket_tls(&listen, cert.is_some())
                 .map_err(|e| NodeConfigError::key("tls_cert", e))?,
         }
+        let exempt_networks = self
+            .exempt_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                n.parse::<IpNet>().map_err(|e| {
+                    NodeConfigError::key(
+                        "exempt_networks",
+                        format!("{n:?} is not a CIDR network: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let config = NodeConfig {
             listen,
             external,
+            allow_private_addrs: self.allow_private_addrs.unwrap_or(false),
+            exempt_networks,
             key_file: self.key_file,
             max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions()),
             bandwidth: nonzero(self.bandwidth, defaults.limits().bandwidth),
@@ -312,8 +344,13 @@ impl NodeSettings {
 pub struct NodeConfig {
     /// Listen addresses.
     pub listen: Vec<Multiaddr>,
-    /// Addresses to announce; empty = announce the listen addresses.
+    /// Addresses to announce, trusted; empty = the public listen addresses and those AutoNAT
+    /// confirms.
     pub external: Vec<Multiaddr>,
+    /// Whether private addresses are announced too.
+    pub allow_private_addrs: bool,
+    /// Networks exempt from the per-origin caps and the per-IP request rate.
+    pub exempt_networks: Vec<IpNet>,
     /// Key file, if any.
     pub key_file: Option<PathBuf>,
     /// Maximum concurrent sessions.
@@ -362,6 +399,8 @@ impl NodeConfig {
             .max_session_bytes(self.max_session_bytes)
             .max_reservations(self.max_reservations)
             .reservation_ttl(self.reservation_ttl)
+            .allow_private_addrs(self.allow_private_addrs)
+            .exempt_networks(self.exempt_networks.iter().copied())
             .build()
             .map_err(|e| match e {
                 ConfigError::Zero(key) => NodeConfigError::key(key, "must not be zero"),
@@ -411,6 +450,8 @@ impl NodeConfig {
         NodeSettings {
             listen: Some(strings(&self.listen)),
             external: Some(strings(&self.external)),
+            allow_private_addrs: Some(self.allow_private_addrs),
+            exempt_networks: Some(self.exempt_networks.iter().map(|n| n.to_string()).collect()),
             key_file: self.key_file.clone(),
             max_sessions: Some(self.max_sessions),
             bandwidth: Some(self.bandwidth.unwrap_or(0)),

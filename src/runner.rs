@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use libp2p::{core::multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, Swarm};
+use libp2p::{core::multiaddr::Protocol, ping, swarm::SwarmEvent, Multiaddr, Swarm};
 use prometheus_client::registry::Registry;
 
 use crate::{
@@ -138,7 +138,13 @@ pub async fn run(
 
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let announce_listen = config.external.is_empty();
+    // Without `--external`, listen addresses become external addresses (what identify sends
+    // and what makes the node a DHT server and capable) when publicly routable, or when private
+    // addresses are allowed; AutoNAT v2 confirms the rest from identify's observations.
+    let listen_as_external = |address: &Multiaddr| {
+        config.external.is_empty()
+            && (config.allow_private_addrs || crate::addresses::is_public(address).unwrap_or(false))
+    };
     let mut stop = stop.fuse();
     let mut drain: Option<Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
@@ -149,12 +155,24 @@ pub async fn run(
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
                     on_listen(&address.clone().with(Protocol::P2p(peer_id)));
-                    if announce_listen {
+                    if listen_as_external(&address) {
                         swarm.add_external_address(address);
                     }
                 }
-                SwarmEvent::ExpiredListenAddr { address, .. } if announce_listen => {
+                SwarmEvent::ExpiredListenAddr { address, .. } if listen_as_external(&address) => {
                     swarm.remove_external_address(&address);
+                }
+                SwarmEvent::Behaviour(RelayNodeEvent::Ping(ping::Event {
+                    peer,
+                    connection,
+                    result: Err(error @ (ping::Failure::Timeout | ping::Failure::Other { .. })),
+                })) => {
+                    // A peer that vanished without a FIN or RST: free what it holds.
+                    tracing::debug!(%peer, %error, "ping failed: closing the connection");
+                    swarm.close_connection(connection);
+                }
+                SwarmEvent::ExternalAddrConfirmed { address } => {
+                    tracing::info!(%address, "external address confirmed");
                 }
                 SwarmEvent::Behaviour(RelayNodeEvent::Relay(event)) => {
                     tracing::debug!(?event, "relay event");

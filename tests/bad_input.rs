@@ -3,10 +3,8 @@
 #![cfg(feature = "node")]
 
 mod common;
-/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
-#[allow(dead_code)]
-#[path = "../src/protocol/proto.rs"]
-mod proto;
+
+use common::proto;
 
 use std::time::Duration;
 
@@ -317,7 +315,14 @@ async fn a_flood_of_bad_requests_is_logged_as_a_few_lines_and_a_count() {
     // The window is 10 s: the summary follows within the process wait.
     let left_out: usize = relay.wait_log("the count of bad requests left out of the log", |line| {
         line.contains("more bad hop requests not logged")
-            .then(|| line.split("left_out=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .then(|| {
+                line.split("left_out=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .flatten()
     });
     let lines = relay

@@ -15,6 +15,8 @@ use macula_relay::node_config::{NodeConfig, NodeSettings};
 const EVERY_KEY: &str = r#"
 listen = ["/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1", "/ip4/127.0.0.1/tcp/4102/ws", "/ip4/127.0.0.1/tcp/4103/tls/ws"]
 external = ["/dns4/relay.example.net/tcp/4101"]
+allow_private_addrs = true
+exempt_networks = ["10.0.0.0/8", "2001:db8::/32"]
 key_file = "/var/lib/macula-relay/relay.key"
 max_sessions = 7
 bandwidth = 0
@@ -31,9 +33,11 @@ registry = true
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
 "#;
 
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "listen",
     "external",
+    "allow_private_addrs",
+    "exempt_networks",
     "key_file",
     "max_sessions",
     "bandwidth",
@@ -83,6 +87,8 @@ fn every_key_round_trips() {
         Some(Path::new("/etc/macula-relay/privkey.pem"))
     );
     assert_eq!(config.external.len(), 1);
+    assert!(config.allow_private_addrs);
+    assert_eq!(config.exempt_networks.len(), 2);
     assert!(config.registry);
     assert_eq!(config.bootstrap.len(), 1);
 
@@ -211,6 +217,9 @@ fn bad_values_are_refused_with_the_key_name() {
         ("tls_key = \"/k.pem\"", "tls_cert"),
         ("listen = [\"/ip4/127.0.0.1/tcp/1/tls/ws\"]", "tls_cert"),
         ("listen = [\"/ip4/127.0.0.1/tcp/1/wss\"]", "tls_cert"),
+        ("exempt_networks = [\"10.0.0.0\"]", "exempt_networks"),
+        ("exempt_networks = [\"10.0.0.0/33\"]", "exempt_networks"),
+        ("allow_private_addrs = \"yes\"", "allow_private_addrs"),
     ];
     for (text, key) in cases {
         let error = resolve(text).unwrap_err();

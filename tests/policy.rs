@@ -3,15 +3,10 @@
 #![cfg(feature = "node")]
 
 mod common;
-/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
-#[allow(dead_code)]
-#[path = "../src/protocol/proto.rs"]
-mod proto;
 
 use std::time::Duration;
 
 use common::{ClientEvent, TestClient, TestRelay};
-use futures::StreamExt;
 use libp2p::core::multiaddr::Protocol;
 use macula_relay::{DenyReason, Event, RequestRate, Status};
 
@@ -104,44 +99,9 @@ async fn a_peer_over_its_request_rate_is_refused_until_it_earns_budget() {
     assert_eq!(stats.active_sessions, 2);
 }
 
-/// A peer with no relay client: only raw streams (the rust relay client refuses circuits from a
-/// relay it holds no reservation on, so the no-reservation mode is checked at the wire level).
-async fn plain_peer(relay: &TestRelay) -> (libp2p::PeerId, libp2p_stream::Control) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    let peer = *swarm.local_peer_id();
-    let control = swarm.behaviour().new_control();
-    swarm.dial(relay.addr.clone()).unwrap();
-    loop {
-        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
-            swarm.select_next_some().await
-        {
-            break;
-        }
-    }
-    tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    (peer, control)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_reservation_requirement_a_connected_target_is_reachable() {
     use futures::{AsyncReadExt, AsyncWriteExt};
-    use macula_relay::STOP_PROTOCOL;
-    use prost::Message;
 
     common::init_tracing();
     let relay = TestRelay::start(
@@ -160,64 +120,24 @@ async fn without_the_reservation_requirement_a_connected_target_is_reachable() {
     assert!(error.contains("ConnectionFailed"), "{error}");
 
     // Connected without a reservation: the relay uses that connection for the STOP request.
-    let (target, target_control) = plain_peer(&relay).await;
-    let mut incoming = target_control.clone().accept(STOP_PROTOCOL).unwrap();
-    let (source_id, source_control) = plain_peer(&relay).await;
-    let target_side = tokio::spawn(async move {
-        let (_, mut stream) = incoming.next().await.unwrap();
-        let mut len = [0u8; 1];
-        stream.read_exact(&mut len).await.unwrap();
-        let mut body = vec![0u8; len[0] as usize];
-        stream.read_exact(&mut body).await.unwrap();
-        let connect = proto::StopMessage::decode(body.as_slice()).unwrap();
-        let ok = proto::StopMessage {
-            r#type: Some(proto::StopMessageType::Status as i32),
-            status: Some(macula_relay::Status::Ok as i32),
-            ..Default::default()
-        };
-        stream
-            .write_all(&ok.encode_length_delimited_to_vec())
-            .await
-            .unwrap();
-        // Echo what comes through the circuit.
-        let mut buf = [0u8; 5];
-        stream.read_exact(&mut buf).await.unwrap();
-        stream.write_all(&buf).await.unwrap();
-        stream.flush().await.unwrap();
-        connect
-    });
-    let mut hop = source_control
-        .clone()
-        .open_stream(relay.peer_id, macula_relay::HOP_PROTOCOL)
-        .await
-        .unwrap();
-    let request = proto::HopMessage {
-        r#type: Some(proto::HopMessageType::Connect as i32),
-        peer: Some(proto::Peer {
-            id: Some(target.to_bytes()),
-            addrs: vec![],
-        }),
-        ..Default::default()
-    };
-    hop.write_all(&request.encode_length_delimited_to_vec())
-        .await
-        .unwrap();
-    let mut len = [0u8; 1];
-    hop.read_exact(&mut len).await.unwrap();
-    let mut body = vec![0u8; len[0] as usize];
-    hop.read_exact(&mut body).await.unwrap();
-    let answer = proto::HopMessage::decode(body.as_slice()).unwrap();
-    assert_eq!(answer.status, Some(macula_relay::Status::Ok as i32));
-    hop.write_all(b"hello").await.unwrap();
-    let mut echo = [0u8; 5];
-    hop.read_exact(&mut echo).await.unwrap();
-    assert_eq!(&echo, b"hello");
-    let connect = target_side.await.unwrap();
+    let common::RawCircuit {
+        mut source,
+        mut target,
+        source_id,
+        connect,
+    } = common::raw_circuit(&relay).await;
     assert_eq!(
         connect.peer.and_then(|p| p.id),
         Some(source_id.to_bytes()),
         "the STOP request names the source"
     );
+    source.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    target.read_exact(&mut got).await.unwrap();
+    target.write_all(&got).await.unwrap();
+    let mut echo = [0u8; 5];
+    source.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"hello");
     assert_eq!(relay.with(|r| r.stats().reservations).await, 0);
     assert_eq!(relay.with(|r| r.stats().active_sessions).await, 1);
 }

@@ -3,10 +3,8 @@
 #![cfg(feature = "node")]
 
 mod common;
-/// The spec's messages, from the same prost definitions the relay uses (its protocol module is private).
-#[allow(dead_code)]
-#[path = "../src/protocol/proto.rs"]
-mod proto;
+
+use common::proto;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use std::{
 /// A loop that has not reported for this long is reported stalled.
 pub(crate) const STALL_AFTER: Duration = Duration::from_secs(10);
 
-/// How often the node's loop should [`report`](Health::report), at the least.
+/// How often the node's loop should call [`AdminServer::report_health`](super::AdminServer::report_health), at the least.
 pub const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `/healthz` answers.

@@ -20,6 +20,7 @@ use std::{
 use libp2p::{swarm::ConnectionId, PeerId};
 
 use self::log_limit::{LogLimiter, Noise, LOG_WINDOW};
+use crate::session::origin::{self, Block, BlockCounts};
 use crate::{
     event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession},
     protocol::{Status, WireLimit},
@@ -96,6 +97,8 @@ struct ConnectionInfo {
     /// The remote address's IP as an origin: canonical (IPv4-mapped as IPv4), `None` when
     /// unknown or in an exempt network.
     origin: Option<IpAddr>,
+    /// Whether it counts against its origin's connection cap (inbound connections do).
+    counted: bool,
 }
 
 /// The relay's state machine.
@@ -106,6 +109,8 @@ pub(crate) struct RelayCore {
     enabled: bool,
     table: SessionTable,
     connections: HashMap<ConnectionId, ConnectionInfo>,
+    /// Inbound connections per origin block.
+    connection_origins: BlockCounts,
     housekeeping_at: Instant,
     stats_at: Option<Instant>,
     drain_at: Option<Instant>,
@@ -124,6 +129,7 @@ impl RelayCore {
             enabled: config.start_enabled,
             table: SessionTable::new(&config),
             connections: HashMap::new(),
+            connection_origins: BlockCounts::default(),
             housekeeping_at: now + HOUSEKEEPING_INTERVAL,
             stats_at: config.stats_interval.map(|i| now + i),
             drain_at: None,
@@ -196,22 +202,63 @@ impl RelayCore {
         relayed: bool,
         ip: Option<IpAddr>,
     ) {
-        let origin = ip
-            .map(|ip| ip.to_canonical())
-            .filter(|ip| !self.config.is_exempt(*ip));
+        let origin = self.origin_of(ip);
         self.connections.insert(
             connection,
             ConnectionInfo {
                 peer,
                 relayed,
                 origin,
+                counted: false,
             },
         );
     }
 
+    /// An inbound connection from `ip` was established. Refused (the origin block at its cap is
+    /// returned) when its network origin holds its connection cap; otherwise recorded, counting
+    /// against that cap until it closes.
+    pub(crate) fn on_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        relayed: bool,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Block> {
+        let origin = self.origin_of(ip);
+        let blocks = || origin.into_iter().flat_map(origin::blocks);
+        if let Some(block) = self
+            .connection_origins
+            .full(blocks(), &self.config.connections_per_origin)
+        {
+            return Err(block);
+        }
+        self.connection_origins.add(blocks());
+        self.on_connection_established(connection, peer, relayed, ip);
+        if let Some(info) = self.connections.get_mut(&connection) {
+            info.counted = true;
+        }
+        Ok(())
+    }
+
+    /// `ip` as an origin: canonical, `None` in an exempt network.
+    fn origin_of(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        ip.map(|ip| ip.to_canonical())
+            .filter(|ip| !self.config.is_exempt(*ip))
+    }
+
+    /// Forgets a connection, and its count against its origin.
+    fn forget_connection(&mut self, connection: ConnectionId) {
+        if let Some(info) = self.connections.remove(&connection) {
+            if info.counted {
+                self.connection_origins
+                    .remove(info.origin.into_iter().flat_map(origin::blocks));
+            }
+        }
+    }
+
     /// A connection the core was told about was refused after all (another behaviour denied it).
     pub(crate) fn on_connection_refused(&mut self, connection: ConnectionId) {
-        self.connections.remove(&connection);
+        self.forget_connection(connection);
     }
 
     /// A connection closed: its reservation ends, and so does every session it carried.
@@ -221,7 +268,7 @@ impl RelayCore {
         connection: ConnectionId,
         now: Instant,
     ) {
-        self.connections.remove(&connection);
+        self.forget_connection(connection);
         if self.table.remove_reservation(&peer, connection) {
             tracing::debug!(%peer, "reservation dropped: connection closed");
             self.emit(Event::ReservationEnded {

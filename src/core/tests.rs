@@ -877,3 +877,49 @@ fn an_exempt_network_is_not_held_to_the_origin_caps_but_others_are() {
         DenyReason::OriginReservationsFull
     );
 }
+
+#[test]
+fn one_origin_holds_at_most_its_connection_cap_until_one_closes() {
+    let caps = crate::OriginLimits {
+        per_ip: 2,
+        per_ipv4_24: 3,
+        per_ipv6_64: 2,
+        per_ipv6_48: 3,
+    };
+    let mut core = RelayCore::new(
+        PeerId::random(),
+        config_with(|c| c.connections_per_origin(caps)),
+        Instant::now(),
+    );
+    let ip = |last: u8| Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)));
+    let peer = PeerId::random();
+    core.on_inbound_connection(conn(1), peer, false, ip(1))
+        .unwrap();
+    core.on_inbound_connection(conn(2), peer, false, ip(1))
+        .unwrap();
+    let full = core
+        .on_inbound_connection(conn(3), peer, false, ip(1))
+        .unwrap_err();
+    assert_eq!(full.to_string(), "192.0.2.1");
+    core.on_inbound_connection(conn(4), peer, false, ip(2))
+        .unwrap();
+    let net_full = core
+        .on_inbound_connection(conn(5), peer, false, ip(3))
+        .unwrap_err();
+    assert_eq!(net_full.to_string(), "192.0.2.0/24");
+    // Another network, and outbound connections, are not counted against it.
+    core.on_inbound_connection(
+        conn(6),
+        peer,
+        false,
+        Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))),
+    )
+    .unwrap();
+    core.on_connection_established(conn(7), peer, false, ip(1));
+    core.on_connection_closed(peer, conn(1), Instant::now());
+    core.on_inbound_connection(conn(8), peer, false, ip(1))
+        .expect("a closed connection frees its slot");
+    core.on_connection_refused(conn(8));
+    core.on_inbound_connection(conn(9), peer, false, ip(1))
+        .expect("a refused connection frees its slot");
+}

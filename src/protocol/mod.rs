@@ -9,8 +9,8 @@ pub mod outbound_stop;
 pub mod proto;
 pub mod voucher;
 
-#[cfg(test)]
-mod scripted_stream;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod scripted_stream;
 
 use std::{fmt, time::Duration};
 

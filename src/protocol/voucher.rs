@@ -26,8 +26,9 @@ pub struct Voucher {
     pub expiration: u64,
 }
 
-/// Why a voucher could not be read (the relay only signs vouchers; reading them is for tests).
-#[cfg(test)]
+/// Why a voucher could not be read (the relay only signs vouchers; reading them is for tests
+/// and fuzzing).
+#[cfg(any(test, feature = "fuzzing"))]
 #[derive(Debug, thiserror::Error)]
 pub enum VoucherError {
     /// Not a signed envelope, or a bad signature for the domain and payload type.
@@ -59,7 +60,7 @@ impl Voucher {
         Ok(envelope.into_protobuf_encoding())
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     /// Decodes a voucher envelope, checking its signature and that the relay it names signed it.
     pub fn open(bytes: &[u8]) -> Result<Self, VoucherError> {
         let envelope = SignedEnvelope::from_protobuf_encoding(bytes)

@@ -29,19 +29,19 @@ impl Behaviour {
         let stats = relay.stats();
         let config = relay.config();
         let limits = config.limits();
-        let capable = self
-            .external
-            .iter()
-            .any(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
-            || !config.advertised_addrs().is_empty();
+        // Capable: a confirmed external address or operator-set endpoints, and something the
+        // relay's address hygiene lets it announce.
+        let addrs = relay.advertised_addrs();
+        let capable = !addrs.is_empty()
+            && (self
+                .external
+                .iter()
+                .any(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                || !config.advertised_addrs().is_empty());
         self.set_relay_state(RelayState {
             enabled: relay.is_enabled(),
             capable,
-            addrs: if capable {
-                relay.advertised_addrs()
-            } else {
-                Vec::new()
-            },
+            addrs: if capable { addrs } else { Vec::new() },
             max_sessions: clamp(stats.max_sessions),
             active_sessions: clamp(stats.active_sessions + stats.pending_sessions),
             reservations: clamp(stats.reservations),

@@ -3,7 +3,8 @@
 //! peers through them. Design, defaults and composition: `docs/registry.md`.
 //!
 //! - **Relay side**: [`Behaviour::observe_relay`] reads the relay's status, load and addresses;
-//!   when it is enabled and has a confirmed external address, the registry provides one shard
+//!   when it is enabled and has a confirmed external address it may announce (publicly
+//!   routable, or allowed by `allow_private_addrs`), the registry provides one shard
 //!   key (of [`RegistryConfig::shards`], picked by [`shard::shard_of`]) and serves a signed
 //!   [`RelayRecord`] over `/macula/relay-record/1.0.0` (and, in
 //!   [`PublishMode::ProvidersAndRecords`], puts it in the DHT). It republishes before expiry and

@@ -10,7 +10,8 @@ use libp2p::Multiaddr;
 pub struct RelayState {
     /// Whether the relay accepts reservations and sessions.
     pub enabled: bool,
-    /// Whether it has at least one confirmed external address (or operator-set endpoints).
+    /// Whether it has at least one confirmed external address (or operator-set endpoints) that
+    /// its address hygiene lets it announce.
     pub capable: bool,
     /// The addresses to announce.
     pub addrs: Vec<Multiaddr>,

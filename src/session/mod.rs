@@ -2,7 +2,7 @@
 //! the public records ([`SessionInfo`], [`RelayStats`]) built from them.
 
 mod id;
-mod origin;
+pub(crate) mod origin;
 mod rate_limit;
 mod reason;
 pub(crate) mod shared;

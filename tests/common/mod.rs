@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod process;
+/// The spec's messages, from the same prost definitions the relay uses (its protocol module is
+/// private), for tests that speak the wire protocol by hand.
+#[path = "../../src/protocol/proto.rs"]
+pub mod proto;
 pub mod swarm_task;
 pub mod transfer;
 
@@ -11,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::{
     core::multiaddr::Protocol,
-    identify, noise, relay,
+    identify, noise, ping, relay,
     swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, Swarm,
 };
@@ -89,6 +93,9 @@ impl TestRelay {
 pub struct ClientBehaviour {
     relay: relay::client::Behaviour,
     identify: identify::Behaviour,
+    /// Answers the relay's pings, as every stock libp2p stack does (the relay node drops a peer
+    /// whose pings go unanswered).
+    ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -190,6 +197,7 @@ impl TestClient {
                     "/macula-test/1.0.0".into(),
                     key.public(),
                 )),
+                ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
             })
             .unwrap()
@@ -321,4 +329,119 @@ impl TestClient {
             .map_err(std::io::Error::other)?;
         transfer::dial(stream, up, down).await
     }
+}
+
+/// A peer with no relay client, connected to `relay_addr`: only raw streams (the rust relay
+/// client refuses circuits from a relay it holds no reservation on, and answers STOP itself, so
+/// wire-level tests use this one).
+pub async fn plain_peer(relay_addr: Multiaddr) -> (PeerId, libp2p_stream::Control) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let peer = *swarm.local_peer_id();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(relay_addr.clone()).unwrap();
+    let connected = async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, connected)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("plain peer {peer}: not connected to {relay_addr} within {WAIT:?}")
+        });
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (peer, control)
+}
+
+/// A circuit set up by hand through `relay` (which must not require reservations), between two
+/// [`plain_peer`]s: both streams past the handshake.
+pub async fn raw_circuit(relay: &TestRelay) -> RawCircuit {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    use prost::Message;
+
+    let (target, target_control) = plain_peer(relay.addr.clone()).await;
+    let mut incoming = target_control
+        .clone()
+        .accept(macula_relay::STOP_PROTOCOL)
+        .unwrap();
+    let (source_id, source_control) = plain_peer(relay.addr.clone()).await;
+    let target_side = tokio::spawn(async move {
+        let (_, mut stream) = incoming.next().await.unwrap();
+        let mut len = [0u8; 1];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; len[0] as usize];
+        stream.read_exact(&mut body).await.unwrap();
+        let connect = proto::StopMessage::decode(body.as_slice()).unwrap();
+        let ok = proto::StopMessage {
+            r#type: Some(proto::StopMessageType::Status as i32),
+            status: Some(macula_relay::Status::Ok as i32),
+            ..Default::default()
+        };
+        stream
+            .write_all(&ok.encode_length_delimited_to_vec())
+            .await
+            .unwrap();
+        (stream, connect)
+    });
+    let mut hop = source_control
+        .clone()
+        .open_stream(relay.peer_id, macula_relay::HOP_PROTOCOL)
+        .await
+        .unwrap();
+    let request = proto::HopMessage {
+        r#type: Some(proto::HopMessageType::Connect as i32),
+        peer: Some(proto::Peer {
+            id: Some(target.to_bytes()),
+            addrs: vec![],
+        }),
+        ..Default::default()
+    };
+    hop.write_all(&request.encode_length_delimited_to_vec())
+        .await
+        .unwrap();
+    let mut len = [0u8; 1];
+    hop.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; len[0] as usize];
+    hop.read_exact(&mut body).await.unwrap();
+    let answer = proto::HopMessage::decode(body.as_slice()).unwrap();
+    assert_eq!(answer.status, Some(macula_relay::Status::Ok as i32));
+    let (stop, connect) = tokio::time::timeout(WAIT, target_side)
+        .await
+        .expect("the target accepted within the wait")
+        .unwrap();
+    RawCircuit {
+        source: hop,
+        target: stop,
+        source_id,
+        connect,
+    }
+}
+
+/// The two ends of a circuit set up by hand ([`raw_circuit`]).
+pub struct RawCircuit {
+    /// The source's hop stream, now its end of the circuit.
+    pub source: libp2p::Stream,
+    /// The target's stop stream, now its end of the circuit.
+    pub target: libp2p::Stream,
+    /// The source's peer id.
+    pub source_id: PeerId,
+    /// The relay's CONNECT as the target got it.
+    pub connect: proto::StopMessage,
 }

@@ -101,8 +101,17 @@ pub struct RelayProcess {
 }
 
 impl RelayProcess {
-    /// Starts the relay node with `args` and waits for its first printed listen address.
+    /// Starts the relay node with `args` and waits for its first printed listen address. Every
+    /// peer of a test is on loopback, so the node announces private addresses
+    /// (`--allow-private-addrs`).
     pub fn start(args: &[&str]) -> Self {
+        let mut args = args.to_vec();
+        args.push("--allow-private-addrs");
+        Self::start_as_is(&args)
+    }
+
+    /// [`start`](Self::start) with `args` only.
+    pub fn start_as_is(args: &[&str]) -> Self {
         let binary = relay_node_binary();
         let mut child = Command::new(&binary)
             .args(args)
