@@ -23,6 +23,11 @@
 //! * `idle --targets T --sources S --per-source K`: T targets reserve, S sources connect;
 //!   prints `connected`; on `go`, opens S*K circuits (source i to targets i..i+K mod T, no data),
 //!   prints `sessions` and holds them until stdin ends.
+//! * `flood --connections N --streams K`: N fresh peers all from one address connect to the
+//!   relay; each that got through opens K hop streams and stays silent; prints `flooded` (how
+//!   many connections and streams got through) and holds them until stdin ends.
+//! * `churn --count N [--deadline-secs D]`: N times, a fresh peer (addresses from the pool)
+//!   connects, reserves and disconnects, `--setup-concurrency` at a time; prints `churned`.
 //!
 //! The process raises its own RLIMIT_NOFILE like `bench_relay` does.
 
@@ -111,6 +116,22 @@ enum Mode {
         sources: usize,
         #[arg(long)]
         per_source: usize,
+    },
+    Flood {
+        /// Connections, each a fresh peer, all from one address (the pool's `--ip-offset`-th).
+        #[arg(long)]
+        connections: usize,
+        /// Silent hop streams opened on each connection that got through.
+        #[arg(long, default_value_t = 0)]
+        streams: usize,
+    },
+    Churn {
+        /// Reservations made, each by a fresh peer that then disconnects.
+        #[arg(long)]
+        count: usize,
+        /// Stop starting new ones after this many seconds (0 = none).
+        #[arg(long, default_value_t = 0)]
+        deadline_secs: u64,
     },
 }
 
@@ -727,6 +748,83 @@ async fn run(args: Args, nofile: u64) {
                 }
             }
             drop(peers);
+        }
+        Mode::Flood {
+            connections,
+            streams,
+        } => {
+            let relay = relay.expect("flood needs --relay");
+            let relay_id = peer_of(relay).expect("relay address with /p2p");
+            let started = Instant::now();
+            let ip = pool_ip(base);
+            let peers: Vec<Peer> = (0..connections).map(|_| Peer::spawn(ip)).collect();
+            let connected: Vec<bool> = stream::iter(peers.iter())
+                .map(|p| async move { p.connect_relay(relay).await.is_ok() })
+                .buffered(conc.max(1))
+                .collect()
+                .await;
+            let through: Vec<&Peer> = peers
+                .iter()
+                .zip(&connected)
+                .filter_map(|(p, ok)| ok.then_some(p))
+                .collect();
+            let mut held = Vec::new();
+            let mut refused_streams = 0usize;
+            // A connection the relay refused once established is gone by its first stream.
+            let mut held_connections = 0usize;
+            for peer in &through {
+                let before = held.len();
+                for _ in 0..streams.max(1) {
+                    match peer
+                        .control
+                        .clone()
+                        .open_stream(relay_id, macula_relay::HOP_PROTOCOL)
+                        .await
+                    {
+                        Ok(stream) => held.push(stream),
+                        Err(_) => refused_streams += 1,
+                    }
+                }
+                held_connections += usize::from(held.len() > before);
+            }
+            emit(
+                json!({"event": "flooded", "from": ip.to_string(), "connections": connections,
+                        "handshaken": through.len(), "held": held_connections,
+                        "streams_opened": held.len(),
+                        "streams_refused": refused_streams, "nofile": nofile,
+                        "secs": started.elapsed().as_secs_f64()}),
+            );
+            let mut lines = stdin_lines();
+            while let Some(line) = lines.recv().await {
+                if line == "quit" {
+                    break;
+                }
+            }
+            drop(held);
+        }
+        Mode::Churn {
+            count,
+            deadline_secs,
+        } => {
+            let started = Instant::now();
+            let deadline =
+                (deadline_secs > 0).then(|| started + Duration::from_secs(deadline_secs));
+            let results: Vec<Result<(), String>> = stream::iter(0..count as u32)
+                .take_while(|_| futures::future::ready(deadline.is_none_or(|d| Instant::now() < d)))
+                .map(|i| async move {
+                    // A fresh peer: reserves, then its swarm (and connection) is dropped.
+                    let peer = Peer::spawn(pool_ip(base + i % 50_000));
+                    peer.become_target(relay).await.map(drop)
+                })
+                .buffer_unordered(conc.max(1))
+                .collect()
+                .await;
+            let errors: Vec<_> = results.iter().filter_map(|r| r.clone().err()).collect();
+            emit(
+                json!({"event": "churned", "reservations": results.len() - errors.len(),
+                        "failed": errors.len(), "first_error": errors.first(),
+                        "secs": started.elapsed().as_secs_f64()}),
+            );
         }
         Mode::Idle {
             targets,

@@ -149,6 +149,10 @@ pub async fn run(
     let mut drain: Option<Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
     let mut health_beat = tokio::time::interval(crate::admin::HEALTH_REPORT_INTERVAL);
+    // Serving from here on: /healthz says so before the first address is printed.
+    if let Some(server) = &admin {
+        server.report_health(swarm.behaviour().relay.is_enabled(), false);
+    }
 
     loop {
         tokio::select! {
