@@ -95,8 +95,11 @@ fn ours_config(bandwidth: u64, copy_buffer_size: Option<usize>) -> Config {
         .max_session_bytes(None)
         .request_rate_per_peer(None)
         .request_rate_per_ip(None)
-        // Every benchmark client is on this machine: no per-origin caps.
+        // Every benchmark client is on this machine: no per-origin caps, connection limits
+        // lifted as for the stock relay.
         .exempt_networks(["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()])
+        .max_inbound_connections(usize::MAX)
+        .max_pending_inbound(usize::MAX)
         .build()
         .expect("valid config")
 }
@@ -123,8 +126,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Impl::Ours => {
             let mut swarm = RelayNodeBuilder::new()
                 .config(ours_config(args.bandwidth, args.copy_buffer_size))
-                // Limits lifted, as for the stock relay.
-                .connection_limits(libp2p::connection_limits::ConnectionLimits::default())
                 .listen_on(args.listen)
                 .build()?;
             let peer_id = *swarm.local_peer_id();

@@ -408,18 +408,6 @@ impl Behaviour {
     }
 }
 
-/// Why an inbound connection was refused: its network origin holds its connection cap.
-#[derive(Debug)]
-struct OriginConnectionsFull(String);
-
-impl std::fmt::Display for OriginConnectionsFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} holds as many connections as one origin may", self.0)
-    }
-}
-
-impl std::error::Error for OriginConnectionsFull {}
-
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -438,6 +426,17 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
     type ToSwarm = Event;
 
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.core
+            .on_pending_inbound(connection)
+            .map_err(ConnectionDenied::new)
+    }
+
     fn handle_established_inbound_connection(
         &mut self,
         connection: ConnectionId,
@@ -446,14 +445,9 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         let relayed = local_addr.iter().any(|p| p == Protocol::P2pCircuit);
-        if let Err(block) =
-            self.core
-                .on_inbound_connection(connection, peer, relayed, ip_of(remote_addr))
-        {
-            return Err(ConnectionDenied::new(OriginConnectionsFull(
-                block.to_string(),
-            )));
-        }
+        self.core
+            .on_inbound_connection(connection, peer, relayed, ip_of(remote_addr))
+            .map_err(ConnectionDenied::new)?;
         Ok(Handler::new(self.handler_config()))
     }
 

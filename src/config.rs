@@ -62,6 +62,12 @@ pub const DEFAULT_CONNECTIONS_PER_ORIGIN: OriginLimits = OriginLimits {
     per_ipv6_64: 64,
     per_ipv6_48: 256,
 };
+/// Default maximum inbound connections (each needs a file descriptor).
+pub const DEFAULT_MAX_INBOUND_CONNECTIONS: usize = 20_000;
+/// Default maximum inbound connections one peer may hold.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 8;
+/// Default maximum inbound connections in their handshake at once.
+pub const DEFAULT_MAX_PENDING_INBOUND: usize = 256;
 /// Default maximum sessions from one network (IPv4 /24, IPv6 /48) to one target: a quarter of
 /// [`DEFAULT_MAX_SESSIONS_PER_PEER`], so that locking a target out takes four networks.
 pub const DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER: usize = DEFAULT_MAX_SESSIONS_PER_PEER / 4;
@@ -228,6 +234,9 @@ pub struct Config {
     pub(crate) request_rate_per_ip: Option<RequestRate>,
     pub(crate) policy: AccessPolicy,
     pub(crate) connections_per_origin: OriginLimits,
+    pub(crate) max_inbound_connections: usize,
+    pub(crate) max_connections_per_peer: usize,
+    pub(crate) max_pending_inbound: usize,
     pub(crate) reservations_per_origin: OriginLimits,
     pub(crate) sessions_per_origin: OriginLimits,
     pub(crate) max_sessions_per_network_to_peer: usize,
@@ -263,6 +272,9 @@ impl Default for Config {
             }),
             policy: AccessPolicy::default(),
             connections_per_origin: DEFAULT_CONNECTIONS_PER_ORIGIN,
+            max_inbound_connections: DEFAULT_MAX_INBOUND_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            max_pending_inbound: DEFAULT_MAX_PENDING_INBOUND,
             reservations_per_origin: DEFAULT_RESERVATIONS_PER_ORIGIN,
             sessions_per_origin: DEFAULT_SESSIONS_PER_ORIGIN,
             max_sessions_per_network_to_peer: DEFAULT_MAX_SESSIONS_PER_NETWORK_TO_PEER,
@@ -330,6 +342,18 @@ impl Config {
     pub fn connections_per_origin(&self) -> OriginLimits {
         self.connections_per_origin
     }
+    /// Maximum inbound connections.
+    pub fn max_inbound_connections(&self) -> usize {
+        self.max_inbound_connections
+    }
+    /// Maximum inbound connections per peer.
+    pub fn max_connections_per_peer(&self) -> usize {
+        self.max_connections_per_peer
+    }
+    /// Maximum inbound connections in their handshake at once.
+    pub fn max_pending_inbound(&self) -> usize {
+        self.max_pending_inbound
+    }
     /// Caps on reservations per network origin.
     pub fn reservations_per_origin(&self) -> OriginLimits {
         self.reservations_per_origin
@@ -394,6 +418,9 @@ impl Config {
                 "max_pending_streams_per_connection",
             ),
             (self.copy_buffer_size, "copy_buffer_size"),
+            (self.max_inbound_connections, "max_inbound_connections"),
+            (self.max_connections_per_peer, "max_connections_per_peer"),
+            (self.max_pending_inbound, "max_pending_inbound"),
         ];
         if let Some((_, name)) = nonzero.iter().find(|(v, _)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -532,6 +559,23 @@ impl ConfigBuilder {
     /// established, before any handler runs.
     pub fn connections_per_origin(mut self, limits: OriginLimits) -> Self {
         self.config.connections_per_origin = limits;
+        self
+    }
+    /// Maximum inbound connections (default 20,000; each needs a file descriptor); more are
+    /// refused when established.
+    pub fn max_inbound_connections(mut self, n: usize) -> Self {
+        self.config.max_inbound_connections = n;
+        self
+    }
+    /// Maximum inbound connections one peer may hold (default 8).
+    pub fn max_connections_per_peer(mut self, n: usize) -> Self {
+        self.config.max_connections_per_peer = n;
+        self
+    }
+    /// Maximum inbound connections in their handshake at once (default 256); more are refused
+    /// before the handshake.
+    pub fn max_pending_inbound(mut self, n: usize) -> Self {
+        self.config.max_pending_inbound = n;
         self
     }
     /// Caps on the reservations one network origin may hold (default

@@ -8,8 +8,7 @@
 use std::{fs, io, path::Path, time::Duration};
 
 use libp2p::{
-    autonat, connection_limits,
-    connection_limits::ConnectionLimits,
+    autonat,
     core::{multiaddr::Protocol, muxing::StreamMuxerBox, upgrade::Version},
     identify,
     identity::Keypair,
@@ -39,15 +38,6 @@ pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(
     2 * PING_INTERVAL.as_secs() + PING_TIMEOUT.as_secs() + PING_STREAM_NEGOTIATION.as_secs(),
 );
 
-/// Default node-wide connection limits: 256 inbound connections handshaking at once, 20,000
-/// established inbound (each needs a file descriptor), 8 per peer.
-pub fn default_connection_limits() -> ConnectionLimits {
-    ConnectionLimits::default()
-        .with_max_pending_incoming(Some(256))
-        .with_max_established_incoming(Some(20_000))
-        .with_max_established_per_peer(Some(8))
-}
-
 /// Default share of the machine's physical memory the node may use before it refuses new
 /// connections.
 pub const DEFAULT_MAX_MEMORY_SHARE: f64 = 0.8;
@@ -62,8 +52,6 @@ pub const IDENTIFY_PROTOCOL_VERSION: &str = "/macula-relay/1.0.0";
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "RelayNodeEvent")]
 pub struct RelayNodeBehaviour {
-    /// Node-wide connection limits (pending, established, per peer).
-    pub limits: connection_limits::Behaviour,
     /// Refuses new connections while the process uses more memory than allowed.
     pub memory: memory_connection_limits::Behaviour,
     /// The relay.
@@ -321,7 +309,6 @@ pub struct RelayNodeBuilder {
     listen: Vec<Multiaddr>,
     external: Vec<Multiaddr>,
     idle_connection_timeout: Duration,
-    connection_limits: ConnectionLimits,
     max_memory_bytes: Option<usize>,
     websocket_tls: Option<WebsocketTls>,
     #[cfg(feature = "registry")]
@@ -345,20 +332,12 @@ impl RelayNodeBuilder {
             listen: Vec::new(),
             external: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
-            connection_limits: default_connection_limits(),
             max_memory_bytes: None,
             websocket_tls: None,
             #[cfg(feature = "registry")]
             registry: None,
             bootstrap: Vec::new(),
         }
-    }
-
-    /// Node-wide connection limits (default [`default_connection_limits`]); per-origin caps are
-    /// the relay's ([`crate::ConfigBuilder::connections_per_origin`]).
-    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
-        self.connection_limits = limits;
-        self
     }
 
     /// Refuse new connections while the process uses more than `bytes` of memory (default
@@ -448,7 +427,7 @@ impl RelayNodeBuilder {
         let config = self.config;
         #[cfg(feature = "registry")]
         let registry_config = self.registry;
-        let (connection_limits, max_memory_bytes) = (self.connection_limits, self.max_memory_bytes);
+        let max_memory_bytes = self.max_memory_bytes;
         let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
         let websocket = websocket_transport(
             noise::Config::new(&keypair).map_err(|e| transport(&e))?,
@@ -468,7 +447,6 @@ impl RelayNodeBuilder {
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_behaviour(|key| RelayNodeBehaviour {
-                limits: connection_limits::Behaviour::new(connection_limits),
                 memory: match max_memory_bytes {
                     Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
                     None => memory_connection_limits::Behaviour::with_max_percentage(

@@ -352,3 +352,32 @@ async fn a_circuit_its_peers_close_ends_cleanly_with_completed() {
         .await;
     assert_eq!(reason, CloseReason::Completed);
 }
+
+#[test]
+fn a_relay_on_loopback_announces_no_private_address_unless_allowed() {
+    let quiet = common::process::RelayProcess::start_as_is(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-registry",
+    ]);
+    quiet.wait_log("the warning that nothing is announced", |line| {
+        line.contains("announcing no address").then_some(())
+    });
+    assert!(
+        quiet
+            .log()
+            .lines()
+            .any(|l| l.contains("not announced") && l.contains("/ip4/127.0.0.1/")),
+        "the log says which address is left out and why:\n{}",
+        quiet.log()
+    );
+    let lan = common::process::RelayProcess::start(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-registry",
+    ]);
+    lan.wait_log("the announced loopback address", |line| {
+        (line.contains("announcing relay addresses") && line.contains("/ip4/127.0.0.1/"))
+            .then_some(())
+    });
+}

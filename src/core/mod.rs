@@ -11,7 +11,7 @@ mod log_limit;
 mod tests;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -34,6 +34,38 @@ use crate::{
 
 /// How often reservations are checked for expiry and rate-limit state is pruned.
 pub(crate) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why an inbound connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionRefusal {
+    /// Too many connections in their handshake.
+    Pending,
+    /// The relay holds its maximum of inbound connections.
+    Total,
+    /// The peer holds its maximum of inbound connections.
+    PerPeer,
+    /// The connection's network origin holds its cap.
+    Origin(Block),
+}
+
+impl std::fmt::Display for ConnectionRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionRefusal::Pending => {
+                f.write_str("too many inbound connections in their handshake")
+            }
+            ConnectionRefusal::Total => {
+                f.write_str("the relay holds its maximum of inbound connections")
+            }
+            ConnectionRefusal::PerPeer => f.write_str("the peer holds its maximum of connections"),
+            ConnectionRefusal::Origin(block) => {
+                write!(f, "{block} holds as many connections as one origin may")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConnectionRefusal {}
 
 /// What the core asks the adapter to do.
 #[derive(Debug)]
@@ -111,6 +143,11 @@ pub(crate) struct RelayCore {
     connections: HashMap<ConnectionId, ConnectionInfo>,
     /// Inbound connections per origin block.
     connection_origins: BlockCounts,
+    /// Inbound connections in their handshake.
+    pending_inbound: HashSet<ConnectionId>,
+    /// Inbound connections established, and per peer (peers with none are forgotten).
+    inbound_count: usize,
+    inbound_per_peer: HashMap<PeerId, usize>,
     housekeeping_at: Instant,
     stats_at: Option<Instant>,
     drain_at: Option<Instant>,
@@ -130,6 +167,9 @@ impl RelayCore {
             table: SessionTable::new(&config),
             connections: HashMap::new(),
             connection_origins: BlockCounts::default(),
+            pending_inbound: HashSet::new(),
+            inbound_count: 0,
+            inbound_per_peer: HashMap::new(),
             housekeeping_at: now + HOUSEKEEPING_INTERVAL,
             stats_at: config.stats_interval.map(|i| now + i),
             drain_at: None,
@@ -214,25 +254,48 @@ impl RelayCore {
         );
     }
 
-    /// An inbound connection from `ip` was established. Refused (the origin block at its cap is
-    /// returned) when its network origin holds its connection cap; otherwise recorded, counting
-    /// against that cap until it closes.
+    /// An inbound connection starts its handshake: refused when too many already are.
+    pub(crate) fn on_pending_inbound(
+        &mut self,
+        connection: ConnectionId,
+    ) -> Result<(), ConnectionRefusal> {
+        if self.pending_inbound.len() >= self.config.max_pending_inbound {
+            return Err(ConnectionRefusal::Pending);
+        }
+        self.pending_inbound.insert(connection);
+        Ok(())
+    }
+
+    /// An inbound connection from `ip` was established. Refused when the relay holds its
+    /// maximum of inbound connections, the peer its maximum, or the connection's network origin
+    /// its cap; otherwise recorded, counting against those until it closes.
     pub(crate) fn on_inbound_connection(
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
         relayed: bool,
         ip: Option<IpAddr>,
-    ) -> Result<(), Block> {
+    ) -> Result<(), ConnectionRefusal> {
+        self.pending_inbound.remove(&connection);
+        if self.inbound_count >= self.config.max_inbound_connections {
+            return Err(ConnectionRefusal::Total);
+        }
+        if self.inbound_per_peer.get(&peer).copied().unwrap_or(0)
+            >= self.config.max_connections_per_peer
+        {
+            return Err(ConnectionRefusal::PerPeer);
+        }
         let origin = self.origin_of(ip);
         let blocks = || origin.into_iter().flat_map(origin::blocks);
         if let Some(block) = self
             .connection_origins
             .full(blocks(), &self.config.connections_per_origin)
         {
-            return Err(block);
+            return Err(ConnectionRefusal::Origin(block));
         }
         self.connection_origins.add(blocks());
+        self.inbound_count += 1;
+        *self.inbound_per_peer.entry(peer).or_default() += 1;
         self.on_connection_established(connection, peer, relayed, ip);
         if let Some(info) = self.connections.get_mut(&connection) {
             info.counted = true;
@@ -246,14 +309,30 @@ impl RelayCore {
             .filter(|ip| !self.config.is_exempt(*ip))
     }
 
-    /// Forgets a connection, and its count against its origin.
+    /// Forgets a connection, and its counts.
     fn forget_connection(&mut self, connection: ConnectionId) {
-        if let Some(info) = self.connections.remove(&connection) {
-            if info.counted {
-                self.connection_origins
-                    .remove(info.origin.into_iter().flat_map(origin::blocks));
+        self.pending_inbound.remove(&connection);
+        let Some(info) = self.connections.remove(&connection) else {
+            return;
+        };
+        if !info.counted {
+            return;
+        }
+        self.connection_origins
+            .remove(info.origin.into_iter().flat_map(origin::blocks));
+        self.inbound_count -= 1;
+        if let Some(n) = self.inbound_per_peer.get_mut(&info.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.inbound_per_peer.remove(&info.peer);
             }
         }
+    }
+
+    /// How many peers the core keeps connection counts for (for tests of its memory).
+    #[cfg(test)]
+    pub(crate) fn tracked_peers(&self) -> usize {
+        self.inbound_per_peer.len()
     }
 
     /// A connection the core was told about was refused after all (another behaviour denied it).

@@ -900,13 +900,19 @@ fn one_origin_holds_at_most_its_connection_cap_until_one_closes() {
     let full = core
         .on_inbound_connection(conn(3), peer, false, ip(1))
         .unwrap_err();
-    assert_eq!(full.to_string(), "192.0.2.1");
+    assert_eq!(
+        full.to_string(),
+        "192.0.2.1 holds as many connections as one origin may"
+    );
     core.on_inbound_connection(conn(4), peer, false, ip(2))
         .unwrap();
     let net_full = core
         .on_inbound_connection(conn(5), peer, false, ip(3))
         .unwrap_err();
-    assert_eq!(net_full.to_string(), "192.0.2.0/24");
+    assert_eq!(
+        net_full.to_string(),
+        "192.0.2.0/24 holds as many connections as one origin may"
+    );
     // Another network, and outbound connections, are not counted against it.
     core.on_inbound_connection(
         conn(6),
@@ -922,4 +928,40 @@ fn one_origin_holds_at_most_its_connection_cap_until_one_closes() {
     core.on_connection_refused(conn(8));
     core.on_inbound_connection(conn(9), peer, false, ip(1))
         .expect("a refused connection frees its slot");
+}
+
+#[test]
+fn connection_counts_forget_peers_that_left() {
+    // Peer ids are free: a relay that kept a count per peer it ever saw would grow without
+    // bound (libp2p-connection-limits 0.7 does: it keeps an empty set per departed peer).
+    let mut core = RelayCore::new(
+        PeerId::random(),
+        config_with(|c| c.max_connections_per_peer(2).max_inbound_connections(3)),
+        Instant::now(),
+    );
+    let ip = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+    for n in 0..1000 {
+        let peer = PeerId::random();
+        core.on_pending_inbound(conn(n)).unwrap();
+        core.on_inbound_connection(conn(n), peer, false, ip)
+            .unwrap();
+        core.on_connection_closed(peer, conn(n), Instant::now());
+    }
+    assert_eq!(core.tracked_peers(), 0);
+    // The limits themselves.
+    let peer = PeerId::random();
+    core.on_inbound_connection(conn(2000), peer, false, ip)
+        .unwrap();
+    core.on_inbound_connection(conn(2001), peer, false, ip)
+        .unwrap();
+    assert_eq!(
+        core.on_inbound_connection(conn(2002), peer, false, ip),
+        Err(super::ConnectionRefusal::PerPeer)
+    );
+    core.on_inbound_connection(conn(2003), PeerId::random(), false, ip)
+        .unwrap();
+    assert_eq!(
+        core.on_inbound_connection(conn(2004), PeerId::random(), false, ip),
+        Err(super::ConnectionRefusal::Total)
+    );
 }
