@@ -15,10 +15,8 @@ use macula_relay::{DenyReason, Event, Status, HOP_PROTOCOL};
 use prost::Message;
 
 /// A client connected to the relay, opening raw hop streams.
-async fn connected_client(relay: &TestRelay) -> TestClient {
+async fn connected_client(relay_peer: PeerId, addr: libp2p::Multiaddr) -> TestClient {
     let mut client = TestClient::start().await;
-    let addr = relay.addr.clone();
-    let relay_peer = relay.peer_id;
     client.run(move |s| {
         s.dial(addr).unwrap();
     });
@@ -76,7 +74,7 @@ fn connect_to(peer: PeerId) -> Vec<u8> {
 async fn a_reservation_carries_expiry_addresses_limit_and_a_voucher_signed_by_the_relay() {
     common::init_tracing();
     let relay = TestRelay::start(common::test_config().build().unwrap()).await;
-    let client = connected_client(&relay).await;
+    let client = connected_client(relay.peer_id, relay.addr.clone()).await;
     let mut stream = hop_stream(&client, relay.peer_id).await;
     let answer = exchange(
         &mut stream,
@@ -133,7 +131,7 @@ async fn a_reservation_carries_expiry_addresses_limit_and_a_voucher_signed_by_th
 async fn malformed_oversized_and_unexpected_messages_get_the_spec_status() {
     common::init_tracing();
     let mut relay = TestRelay::start(common::test_config().build().unwrap()).await;
-    let client = connected_client(&relay).await;
+    let client = connected_client(relay.peer_id, relay.addr.clone()).await;
 
     // Not a protobuf message (field number 0 is invalid).
     let mut stream = hop_stream(&client, relay.peer_id).await;
@@ -204,7 +202,7 @@ async fn malformed_oversized_and_unexpected_messages_get_the_spec_status() {
 async fn connect_to_the_relay_itself_or_to_the_requester_is_refused() {
     common::init_tracing();
     let mut relay = TestRelay::start(common::test_config().build().unwrap()).await;
-    let client = connected_client(&relay).await;
+    let client = connected_client(relay.peer_id, relay.addr.clone()).await;
     for target in [relay.peer_id, client.peer_id] {
         let mut stream = hop_stream(&client, relay.peer_id).await;
         let answer = exchange(&mut stream, &connect_to(target)).await;
@@ -234,7 +232,7 @@ async fn silent_and_flooding_hop_streams_are_closed_without_leaking_slots() {
             .unwrap(),
     )
     .await;
-    let client = connected_client(&relay).await;
+    let client = connected_client(relay.peer_id, relay.addr.clone()).await;
 
     // 200 hop streams that never speak: the relay works on at most 16 per connection, drops
     // the rest at once, and times out the others.
@@ -292,17 +290,8 @@ async fn silent_and_flooding_hop_streams_are_closed_without_leaking_slots() {
 async fn a_flood_of_bad_requests_is_logged_as_a_few_lines_and_a_count() {
     common::init_tracing();
     let relay = common::process::RelayProcess::start(&["--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let mut client = TestClient::start().await;
-    let (addr, relay_peer) = (relay.addr.clone(), relay.peer_id);
-    client.run(move |s| {
-        s.dial(addr).unwrap();
-    });
-    client
-        .expect("connected", |e| match e {
-            common::ClientEvent::Connected { peer, .. } if *peer == relay_peer => Some(()),
-            _ => None,
-        })
-        .await;
+    let relay_peer = relay.peer_id;
+    let client = connected_client(relay_peer, relay.addr.clone()).await;
     const FLOOD: usize = 300;
     for _ in 0..FLOOD {
         let mut stream = hop_stream(&client, relay_peer).await;
