@@ -28,6 +28,11 @@
 //!   many connections and streams got through) and holds them until stdin ends.
 //! * `churn --count N [--deadline-secs D]`: N times, a fresh peer (addresses from the pool)
 //!   connects, reserves and disconnects, `--setup-concurrency` at a time; prints `churned`.
+//! * `share --sessions N --busy K [--warmup-secs W] [--secs S]`: N circuits (N targets, N
+//!   sources); the first K sources send to their targets as fast as the circuit takes it, the
+//!   others stay connected and silent. After W seconds, the bytes each target receives over S
+//!   seconds; prints `share` with the total rate, the slowest and fastest session's rate and
+//!   their ratio (for the relay's node-wide bandwidth limit: `bench_relay --total-bandwidth`).
 //!
 //! The process raises its own RLIMIT_NOFILE like `bench_relay` does.
 
@@ -64,6 +69,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-bench/transfer/1");
+/// `share` mode: an endless stream, counted by the target.
+const SHARE_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-bench/share/1");
 const CHUNK: usize = 256 * 1024;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
@@ -132,6 +139,20 @@ enum Mode {
         /// Stop starting new ones after this many seconds (0 = none).
         #[arg(long, default_value_t = 0)]
         deadline_secs: u64,
+    },
+    Share {
+        /// Circuits, each between its own source and target.
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// How many of them send as fast as they can (the others stay silent).
+        #[arg(long, default_value_t = 20)]
+        busy: usize,
+        /// Seconds of sending before the measurement.
+        #[arg(long, default_value_t = 3.0)]
+        warmup_secs: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
     },
 }
 
@@ -359,6 +380,46 @@ impl Peer {
                 });
             }
         });
+    }
+}
+
+/// `share` mode, target side: counts every byte received on [`SHARE_PROTOCOL`] streams.
+fn count_incoming(peer: &Peer) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut incoming = peer
+        .control
+        .clone()
+        .accept(SHARE_PROTOCOL)
+        .expect("protocol registered once");
+    let total = counter.clone();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let total = total.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    counter
+}
+
+/// `share` mode, source side: sends to `target` as fast as the stream takes it, until the
+/// process ends.
+async fn send_forever(mut control: libp2p_stream::Control, target: PeerId) -> String {
+    let mut stream = match control.open_stream(target, SHARE_PROTOCOL).await {
+        Ok(stream) => stream,
+        Err(e) => return format!("open stream: {e}"),
+    };
+    loop {
+        if let Err(e) = stream.write_all(&ZEROS).await {
+            return format!("send: {e}");
+        }
     }
 }
 
@@ -825,6 +886,76 @@ async fn run(args: Args, nofile: u64) {
                         "failed": errors.len(), "first_error": errors.first(),
                         "secs": started.elapsed().as_secs_f64()}),
             );
+        }
+        Mode::Share {
+            sessions,
+            busy,
+            warmup_secs,
+            secs,
+        } => {
+            let started = Instant::now();
+            let targets = spawn_peers(base, sessions);
+            let sources = spawn_peers(base + sessions as u32, sessions);
+            let (addrs, errors) = become_targets(&targets, relay, conc).await;
+            if !errors.is_empty() {
+                fail("target", &errors);
+            }
+            let counters: Vec<_> = targets.iter().map(count_incoming).collect();
+            let errors = connect_sources(&sources, relay, conc).await;
+            if !errors.is_empty() {
+                fail("source connect", &errors);
+            }
+            let results: Vec<_> = stream::iter(sources.iter().zip(addrs.iter()))
+                .map(|(s, a)| s.connect_to(a.as_ref().expect("target up"), false))
+                .buffer_unordered(conc.max(1))
+                .collect()
+                .await;
+            let errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+            if !errors.is_empty() {
+                fail("circuit", &errors);
+            }
+            let setup_secs = started.elapsed().as_secs_f64();
+            let busy = busy.min(sessions);
+            let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+            for (s, t) in sources.iter().zip(targets.iter()).take(busy) {
+                let failed = failed_tx.clone();
+                let send = send_forever(s.control.clone(), t.id);
+                tokio::spawn(async move {
+                    let _ = failed.send(send.await);
+                });
+            }
+            let snapshot = || -> Vec<u64> {
+                counters
+                    .iter()
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                    .collect()
+            };
+            tokio::time::sleep(Duration::from_secs_f64(warmup_secs)).await;
+            let (before, from) = (snapshot(), Instant::now());
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            let (after, window) = (snapshot(), from.elapsed().as_secs_f64());
+            let rates: Vec<f64> = after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| (a - b) as f64 / window)
+                .collect();
+            let busy_rates = &rates[..busy];
+            let total: f64 = rates.iter().sum();
+            let min = busy_rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = busy_rates.iter().copied().fold(0.0, f64::max);
+            let idle_bytes: u64 = after[busy..].iter().sum();
+            failed_rx.close();
+            let mut errors = Vec::new();
+            while let Ok(e) = failed_rx.try_recv() {
+                errors.push(e);
+            }
+            emit(json!({
+                "event": "share", "sessions": sessions, "busy": busy, "secs": window,
+                "setup_secs": setup_secs,
+                "total_rate": total, "min_rate": min, "max_rate": max,
+                "max_over_min": max / min, "idle_bytes": idle_bytes,
+                "rates": busy_rates, "errors": errors.len(), "first_error": errors.first(),
+            }));
         }
         Mode::Idle {
             targets,

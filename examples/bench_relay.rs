@@ -1,7 +1,8 @@
 //! Benchmark helper: one relay as its own OS process, for `benches/relay_bench.rs`.
 //!
 //! ```text
-//! bench_relay --impl ours  [--bandwidth BYTES_PER_S] [--listen /ip4/127.0.0.1/tcp/0]
+//! bench_relay --impl ours  [--bandwidth BYTES_PER_S] [--total-bandwidth BYTES_PER_S]
+//!                          [--listen /ip4/127.0.0.1/tcp/0]
 //! bench_relay --impl stock [--listen /ip4/127.0.0.1/tcp/0]
 //! ```
 //!
@@ -9,8 +10,9 @@
 //!   QUIC transports, noise, [`macula_relay::node::yamux_config`], identify, ping, our relay),
 //!   with every admission limit lifted: no request-rate limits (all benchmark peers share
 //!   127.0.0.0/8), no per-peer caps, no session timeout or data cap. Only `--bandwidth` (bytes per
-//!   second and direction, 0 = unlimited) is set. `relay_node` has no flags for the request-rate
-//!   limits or the per-peer caps, hence this helper.
+//!   second and direction, 0 = unlimited) and `--total-bandwidth` (the node-wide capacity, bytes
+//!   per second over all sessions and both directions, 0 = none) are set. `relay_node` has no
+//!   flags for the request-rate limits or the per-peer caps, hence this helper.
 //! * `stock`: libp2p 0.57's `libp2p::relay::Behaviour` with its limits lifted
 //!   (`max_circuit_bytes` 0, a one-day circuit duration, no rate limiters, 10^6 reservations and
 //!   circuits), status forced to `Enable`, in the same swarm shape: the same TCP config
@@ -55,6 +57,10 @@ struct Args {
     /// Per-session bandwidth, bytes per second and direction, 0 = unlimited (ours only).
     #[arg(long, default_value_t = 0)]
     bandwidth: u64,
+    /// Node-wide bandwidth, bytes per second over all sessions and both directions, 0 = none
+    /// (ours only).
+    #[arg(long, default_value_t = 0)]
+    total_bandwidth: u64,
     /// Size of each of a session's two copy buffers (ours only; for profiling). Default:
     /// `macula_relay::DEFAULT_COPY_BUFFER_SIZE`.
     #[arg(long)]
@@ -82,7 +88,7 @@ fn stock_config() -> relay::Config {
     }
 }
 
-fn ours_config(bandwidth: u64, copy_buffer_size: Option<usize>) -> Config {
+fn ours_config(bandwidth: u64, total_bandwidth: u64, copy_buffer_size: Option<usize>) -> Config {
     Config::builder()
         .copy_buffer_size(copy_buffer_size.unwrap_or(macula_relay::DEFAULT_COPY_BUFFER_SIZE))
         .max_sessions(1_000_000)
@@ -91,6 +97,7 @@ fn ours_config(bandwidth: u64, copy_buffer_size: Option<usize>) -> Config {
         .max_reservations_per_peer(1_000_000)
         .reservation_ttl(Duration::from_secs(60 * 60))
         .bandwidth((bandwidth > 0).then_some(bandwidth))
+        .total_bandwidth((total_bandwidth > 0).then_some(total_bandwidth))
         .session_timeout(None)
         .max_session_bytes(None)
         .request_rate_per_peer(None)
@@ -125,7 +132,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.kind {
         Impl::Ours => {
             let mut swarm = RelayNodeBuilder::new()
-                .config(ours_config(args.bandwidth, args.copy_buffer_size))
+                .config(ours_config(
+                    args.bandwidth,
+                    args.total_bandwidth,
+                    args.copy_buffer_size,
+                ))
                 .listen_on(args.listen)
                 .build()?;
             let peer_id = *swarm.local_peer_id();

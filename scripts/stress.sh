@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The relay: defaults, loopback addresses announced (every peer here is on loopback).
-"$bin/relay_node" --listen /ip4/127.0.0.1/tcp/0 --allow-private-addrs --no-registry \
+"$bin/relay_node" --listen /ip4/127.0.0.1/tcp/0 --allow-private-addrs --no-registry --ephemeral-identity \
   >"$work/relay.out" 2>"$work/relay.log" &
 relay_pid=$!
 for _ in $(seq 1 100); do

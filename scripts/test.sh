@@ -43,7 +43,7 @@ echo "== feature matrix: clippy on each feature set, the core's tests without fe
 # The relay behaviour alone (no default features), each feature alone, and all of them.
 for features in "--no-default-features" "--no-default-features --features node" \
   "--no-default-features --features registry" "--no-default-features --features admin" \
-  "--all-features"; do
+  "--no-default-features --features cli" "--all-features"; do
   echo "-- cargo clippy $features"
   # shellcheck disable=SC2086
   cargo clippy --locked $features --all-targets -- -D warnings || status=$?
@@ -58,11 +58,14 @@ echo "== cargo nextest run"
 export MACULA_REQUIRE_INTEROP=1
 export MACULA_INTEROP_RESULTS="$PWD/target/interop-results"
 rm -rf "$MACULA_INTEROP_RESULTS"
-# The tests start the example relay node as a process: build it first.
-cargo build --locked --examples
+# The benchmark smoke test starts the benchmark helper examples as processes: build them first
+# (the tests that run the node use the `macula-relay` binary, which Cargo builds for them).
+cargo build --locked --examples --bins
 # Each test in its own process, bounded by the `ci` profile of .config/nextest.toml (a hung test
 # is killed and named after 10 minutes); --no-fail-fast: a failure does not hide later results.
 cargo nextest run --locked --profile ci --no-fail-fast || status=$?
+echo "== deployment files (systemd unit, Dockerfile, relay.toml)"
+bash scripts/check_deploy.sh target/debug/macula-relay || status=$?
 echo "== cargo test --doc"
 cargo test --locked --doc || status=$?
 echo "== cargo doc (broken or private links fail)"

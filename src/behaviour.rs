@@ -168,6 +168,19 @@ impl Behaviour {
         self.core.set_limits(limits)
     }
 
+    /// Sets (or with `None` removes) the node-wide bandwidth capacity, bytes per second summed
+    /// over all sessions and both directions (see
+    /// [`ConfigBuilder::total_bandwidth`](crate::ConfigBuilder::total_bandwidth)). Live
+    /// sessions follow at once: their shares are recomputed at the next poll.
+    pub fn set_total_bandwidth(
+        &mut self,
+        bytes_per_second: Option<u64>,
+    ) -> Result<(), ConfigError> {
+        let result = self.core.set_total_bandwidth(bytes_per_second);
+        self.pump();
+        result
+    }
+
     /// Sets (or with `None` removes) a peer's own limits; live sessions follow.
     pub fn set_peer_limits(
         &mut self,
@@ -182,9 +195,21 @@ impl Behaviour {
         self.core.set_max_sessions(max_sessions)
     }
 
-    /// Adds `peer` to the deny list (or removes it); existing sessions are not affected.
+    /// Adds `peer` to the deny list (or removes it); a denied peer's connections are closed,
+    /// ending its reservations and sessions.
     pub fn set_denied(&mut self, peer: PeerId, denied: bool) {
-        self.core.set_denied(peer, denied)
+        self.core.set_denied(peer, denied);
+        self.pump();
+    }
+
+    /// Replaces the whole configuration on the running relay (the config file reloaded, say):
+    /// live sessions get the new limits at once, the connections of peers and networks the
+    /// new access policy refuses are closed, and new requests meet the new caps. Refused, with
+    /// nothing changed, if `config` is invalid.
+    pub fn set_config(&mut self, config: Config) -> Result<(), ConfigError> {
+        let result = self.core.set_config(config);
+        self.pump();
+        result
     }
 
     /// The addresses announced in reservations: the configured endpoints, the swarm's
@@ -318,6 +343,12 @@ impl Behaviour {
             Command::CloseCircuit { shared, why } => shared.request_close(why),
             Command::ReservationEnded { peer, connection } => {
                 self.notify(peer, connection, In::ReservationEnded)
+            }
+            Command::CloseConnection { peer, connection } => {
+                self.queued.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: libp2p::swarm::CloseConnection::One(connection),
+                })
             }
         }
     }

@@ -183,13 +183,20 @@ impl OriginLimits {
     }
 }
 
-/// Who may use the relay, and with which limits.
+/// Who may use the relay, and with which limits. A peer or network the policy does not permit
+/// is refused (a network cannot connect, a peer hears `PERMISSION_DENIED`); when the policy
+/// changes on a running relay, the connections it now refuses are closed
+/// (with them its reservations and sessions).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccessPolicy {
     /// If set, only these peers may reserve or open sessions.
     pub allow: Option<HashSet<PeerId>>,
     /// These peers are always refused (`PERMISSION_DENIED`).
     pub deny: HashSet<PeerId>,
+    /// If set, only connections from these networks are accepted.
+    pub allow_networks: Option<Vec<IpNet>>,
+    /// Connections from these networks are refused.
+    pub deny_networks: Vec<IpNet>,
     /// Limits for particular peers, replacing the default limits for sessions they are part of.
     pub overrides: HashMap<PeerId, SessionLimits>,
 }
@@ -198,6 +205,16 @@ impl AccessPolicy {
     /// Whether `peer` may use the relay.
     pub fn permits(&self, peer: &PeerId) -> bool {
         !self.deny.contains(peer) && self.allow.as_ref().is_none_or(|a| a.contains(peer))
+    }
+
+    /// Whether a connection from `ip` is accepted (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn permits_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        !self.deny_networks.iter().any(|n| n.contains(&ip))
+            && self
+                .allow_networks
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|n| n.contains(&ip)))
     }
 }
 
@@ -221,11 +238,12 @@ pub enum ConfigError {
 }
 
 /// The relay's configuration. See the `DEFAULT_*` constants for the defaults.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub(crate) max_sessions: usize,
     pub(crate) max_sessions_per_peer: usize,
     pub(crate) limits: SessionLimits,
+    pub(crate) total_bandwidth: Option<u64>,
     pub(crate) max_reservations: usize,
     pub(crate) max_reservations_per_peer: usize,
     pub(crate) reservation_ttl: Duration,
@@ -256,6 +274,7 @@ impl Default for Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
             limits: SessionLimits::default(),
+            total_bandwidth: None,
             max_reservations: DEFAULT_MAX_RESERVATIONS,
             max_reservations_per_peer: DEFAULT_MAX_RESERVATIONS_PER_PEER,
             reservation_ttl: DEFAULT_RESERVATION_TTL,
@@ -309,6 +328,11 @@ impl Config {
     /// Default per-session limits.
     pub fn limits(&self) -> SessionLimits {
         self.limits
+    }
+    /// The node-wide bandwidth capacity, bytes per second summed over all sessions and both
+    /// directions (what the relay sends out), if any; `None` = no node-wide limit.
+    pub fn total_bandwidth(&self) -> Option<u64> {
+        self.total_bandwidth
     }
     /// Maximum reservations.
     pub fn max_reservations(&self) -> usize {
@@ -458,6 +482,9 @@ impl Config {
             .validate("reservations_per_origin")?;
         self.sessions_per_origin.validate("sessions_per_origin")?;
         self.limits.validate("default")?;
+        if self.total_bandwidth == Some(0) {
+            return Err(ConfigError::Zero("total_bandwidth"));
+        }
         for limits in self.policy.overrides.values() {
             limits.validate("override")?;
         }
@@ -496,6 +523,16 @@ impl ConfigBuilder {
     /// Per-session data cap, bytes in each direction; `None` = no cap (the default).
     pub fn max_session_bytes(mut self, bytes: Option<u64>) -> Self {
         self.config.limits.data = bytes;
+        self
+    }
+    /// The node-wide bandwidth capacity in bytes per second, summed over all sessions and both
+    /// directions (what the relay sends out); `None` = no node-wide limit (the default). The
+    /// capacity is shared max-min fairly among the relaying directions, every 100 ms: a
+    /// direction that uses less than its share keeps what it uses plus headroom, the rest goes
+    /// to the directions held back by their throttles; each direction stays under its
+    /// per-session [`bandwidth`](Self::bandwidth) too. Must be non-zero.
+    pub fn total_bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.config.total_bandwidth = bytes_per_second;
         self
     }
     /// All default session limits at once.
@@ -758,16 +795,48 @@ mod tests {
     }
 
     #[test]
+    fn total_bandwidth_is_off_by_default_and_zero_is_rejected() {
+        assert_eq!(Config::default().total_bandwidth(), None);
+        let config = Config::builder()
+            .total_bandwidth(Some(10_000_000))
+            .build()
+            .unwrap();
+        assert_eq!(config.total_bandwidth(), Some(10_000_000));
+        assert_eq!(
+            Config::builder()
+                .total_bandwidth(Some(0))
+                .build()
+                .unwrap_err(),
+            ConfigError::Zero("total_bandwidth")
+        );
+    }
+
+    #[test]
     fn allow_list_and_deny_list() {
         let friend = PeerId::random();
         let foe = PeerId::random();
         let policy = AccessPolicy {
             allow: Some([friend, foe].into()),
             deny: [foe].into(),
-            overrides: HashMap::new(),
+            ..Default::default()
         };
         assert!(policy.permits(&friend));
         assert!(!policy.permits(&foe));
         assert!(!policy.permits(&PeerId::random()));
+    }
+
+    #[test]
+    fn network_allow_list_and_deny_list() {
+        let policy = AccessPolicy {
+            allow_networks: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            deny_networks: vec!["10.1.0.0/16".parse().unwrap()],
+            ..Default::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(policy.permits_ip(ip("10.2.3.4")));
+        assert!(policy.permits_ip(ip("::ffff:10.2.3.4")));
+        assert!(!policy.permits_ip(ip("10.1.3.4")));
+        assert!(!policy.permits_ip(ip("192.0.2.1")));
+        assert!(AccessPolicy::default().permits_ip(ip("2001:db8::1")));
     }
 }

@@ -87,16 +87,15 @@ impl Direction {
     }
 
     /// Moves bytes from `reader` to `writer` until both would block, or the direction ends
-    /// (`Ready(Ok)` once the reader hit EOF and the writer is closed).
-    #[allow(clippy::too_many_arguments)]
+    /// (`Ready(Ok)` once the reader hit EOF and the writer is closed). Counts them, and its
+    /// throttle pauses, in `shared`.
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
-        counter: &std::sync::atomic::AtomicU64,
+        shared: &SessionShared,
         data_cap: Option<u64>,
-        throttled_nanos: &std::sync::atomic::AtomicU64,
     ) -> Poll<Result<(), Stop>>
     where
         R: AsyncRead + ?Sized,
@@ -105,6 +104,10 @@ impl Direction {
         if self.done {
             return Poll::Ready(Ok(()));
         }
+        let counter = match self.reader {
+            Side::Source => &shared.source_to_target,
+            Side::Target => &shared.target_to_source,
+        };
         loop {
             while self.start < self.end {
                 let written = match writer
@@ -166,7 +169,7 @@ impl Direction {
                     if !self.waiting {
                         let want = if self.saturated { batch } else { max as u64 };
                         let wait = bucket.wait_for(want, now);
-                        throttled_nanos.fetch_add(duration_nanos(wait), Relaxed);
+                        shared.record_pause(self.reader, duration_nanos(wait));
                         // One timer per direction, re-armed: no allocation per pause.
                         match self.timer.as_mut() {
                             Some(timer) => timer.reset(wait),
@@ -280,8 +283,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CopyFuture<S> {
     fn load_limits(&mut self) {
         let limits = self.shared.limits();
         let now = Instant::now();
-        self.to_target.set_bandwidth(limits.bandwidth, now);
-        self.to_source.set_bandwidth(limits.bandwidth, now);
+        // Each direction runs at the smaller of the session's limit and its node-wide share.
+        for direction in [&mut self.to_target, &mut self.to_source] {
+            let share = self.shared.node_share(direction.reader);
+            let rate = match (limits.bandwidth, share) {
+                (Some(limit), Some(share)) => Some(limit.min(share)),
+                (limit, share) => limit.or(share),
+            };
+            direction.set_bandwidth(rate, now);
+        }
         self.data_cap = limits.data;
         let unchanged =
             matches!((&self.timeout, limits.duration), (Some((old, _)), Some(new)) if *old == new);
@@ -318,17 +328,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for CopyFuture<S> {
             cx,
             Pin::new(&mut this.source),
             Pin::new(&mut this.target),
-            &this.shared.source_to_target,
+            &this.shared,
             this.data_cap,
-            &this.shared.throttled_nanos,
         );
         let down = this.to_source.poll_copy(
             cx,
             Pin::new(&mut this.target),
             Pin::new(&mut this.source),
-            &this.shared.target_to_source,
+            &this.shared,
             this.data_cap,
-            &this.shared.throttled_nanos,
         );
         for result in [&up, &down] {
             match result {
@@ -587,6 +595,64 @@ mod tests {
             reads.len(),
             &reads[..reads.len().min(40)]
         );
+    }
+
+    #[test]
+    fn the_node_share_throttles_each_direction_and_a_new_share_applies_at_once() {
+        let (mut client_a, relay_a) = pipe();
+        let (mut client_b, relay_b) = pipe();
+        // No limit of its own; a node-wide share of 1 kB/s from source to target.
+        let shared = shared(SessionLimits::UNLIMITED);
+        shared.set_node_share(Side::Source, Some(1_000));
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared.clone(), 4096);
+        let started = Instant::now();
+        let raiser = {
+            let shared = shared.clone();
+            async move {
+                // At 1 kB/s the 30 kB would take 30 s; the larger share frees them at once.
+                futures_timer::Delay::new(Duration::from_millis(300)).await;
+                assert!(shared.pauses(Side::Source) > 0);
+                assert_eq!(shared.pauses(Side::Target), 0);
+                assert!(shared.bytes().0 < 1_000);
+                shared.set_node_share(Side::Source, Some(100_000_000));
+            }
+        };
+        let run = async {
+            let a = async {
+                client_a.write_all(&[7u8; 30_000]).await.unwrap();
+                client_a.close().await.unwrap();
+                let mut sink = Vec::new();
+                client_a.read_to_end(&mut sink).await.unwrap();
+            };
+            let b = async {
+                let mut got = Vec::new();
+                client_b.read_to_end(&mut got).await.unwrap();
+                client_b.close().await.unwrap();
+                got.len()
+            };
+            futures::join!(copy, a, b, raiser)
+        };
+        let (reason, (), received, ()) = block_on(run);
+        assert_eq!(reason, CloseReason::Completed);
+        assert_eq!(received, 30_000);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_smaller_of_the_session_limit_and_the_node_share_applies() {
+        let limits = SessionLimits {
+            bandwidth: Some(5_000),
+            ..SessionLimits::UNLIMITED
+        };
+        let shared = shared(limits);
+        shared.set_node_share(Side::Source, Some(1_000_000));
+        shared.set_node_share(Side::Target, Some(2_000));
+        let (_a, relay_a) = pipe();
+        let (_b, relay_b) = pipe();
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared, 64);
+        let rate = |d: &Direction| d.bucket.as_ref().map(|b| b.burst() * 10);
+        assert_eq!(rate(&copy.to_target), Some(5_000));
+        assert_eq!(rate(&copy.to_source), Some(2_000));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub mod node;
 mod protocol;
 #[cfg(feature = "registry")]
 pub mod registry;
+#[cfg(feature = "node")]
+mod secure_websocket;
 mod session;
 mod throttle;
 
@@ -88,6 +90,9 @@ pub mod metrics;
 pub mod node_config;
 #[cfg(feature = "admin")]
 pub mod runner;
+// The `macula-relay` binary's command line (feature `cli`, on by default).
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use addresses::{Announcement, Skipped};
 pub use behaviour::Behaviour;

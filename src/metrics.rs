@@ -64,6 +64,26 @@ const TARGET_TO_SOURCE: DirectionLabels = DirectionLabels {
     direction: "target_to_source",
 };
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Registers `macula_relay_build_info{version="…"} 1`, so dashboards can tell which release
+/// each node runs.
+pub fn register_build_info(registry: &mut Registry) {
+    let info: Family<BuildLabels, Gauge> = Family::default();
+    info.get_or_create(&BuildLabels {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    registry.register(
+        format!("{PREFIX}_build_info"),
+        "The macula-relay release this node runs",
+        info,
+    );
+}
+
 /// The relay's metrics. Cheap to clone: clones share the same series.
 #[derive(Debug, Clone)]
 pub struct Metrics {

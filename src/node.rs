@@ -216,9 +216,15 @@ pub enum NodeError {
 /// `/wss`) with. Browsers on `https://` pages can only dial secure WebSockets, and only with a
 /// certificate they trust for the address they dial (a domain name, in practice: `/dns4/<name>/
 /// tcp/<port>/tls/ws`).
+///
+/// The certificate can be replaced while the node runs ([`reload`](Self::reload),
+/// [`reload_from_pem_files`](Self::reload_from_pem_files)), as when it is renewed: clones
+/// share it, so keep a clone of the one given to [`RelayNodeBuilder::websocket_tls`] and reload
+/// that. TLS handshakes after the reload present the new certificate; established connections
+/// are not touched.
 #[derive(Clone)]
 pub struct WebsocketTls {
-    config: websocket::tls::Config,
+    tls: crate::secure_websocket::ReloadableTls,
 }
 
 impl std::fmt::Debug for WebsocketTls {
@@ -230,40 +236,50 @@ impl std::fmt::Debug for WebsocketTls {
 impl WebsocketTls {
     /// From PEM text: `cert_chain` holds the certificate then any intermediates (`CERTIFICATE`
     /// blocks), `key` its private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
+    /// A key that does not belong to the first certificate is refused.
     pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Self, String> {
-        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-        let certs = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate: {e}"))?;
-        if certs.is_empty() {
-            return Err("certificate: no CERTIFICATE block in the PEM text".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
-        // `PrivateKey::new` panics on a key it cannot classify; this one was parsed already.
-        let der = key.secret_der().to_vec();
-        PrivateKeyDer::try_from(der.clone()).map_err(|e| format!("key: {e}"))?;
-        let config = websocket::tls::Config::new(
-            websocket::tls::PrivateKey::new(der),
-            certs
-                .into_iter()
-                .map(|c| websocket::tls::Certificate::new(c.to_vec())),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(WebsocketTls { config })
+        crate::secure_websocket::ReloadableTls::from_pem(cert_chain, key)
+            .map(|tls| WebsocketTls { tls })
     }
 
     /// From PEM files (see [`from_pem`](Self::from_pem)).
     pub fn from_pem_files(cert_chain: &Path, key: &Path) -> Result<Self, NodeError> {
+        let (cert_pem, key_pem) = Self::read_pem_files(cert_chain, key)?;
+        Self::from_pem(&cert_pem, &key_pem)
+            .map_err(|error| Self::files_error(cert_chain, key, error))
+    }
+
+    /// Serves `cert_chain` and `key` (PEM text, as in [`from_pem`](Self::from_pem)) from the
+    /// next TLS handshake on, on every listener of every node built with this `WebsocketTls` or
+    /// a clone. Established connections keep going. A pair that cannot be used is refused with
+    /// the reason, and the current certificate stays.
+    pub fn reload(&self, cert_chain: &[u8], key: &[u8]) -> Result<(), String> {
+        self.tls.reload(cert_chain, key)
+    }
+
+    /// [`reload`](Self::reload) from PEM files; a file that cannot be read is refused like an
+    /// unusable pair, and the current certificate stays.
+    pub fn reload_from_pem_files(&self, cert_chain: &Path, key: &Path) -> Result<(), NodeError> {
+        let (cert_pem, key_pem) = Self::read_pem_files(cert_chain, key)?;
+        self.reload(&cert_pem, &key_pem)
+            .map_err(|error| Self::files_error(cert_chain, key, error))
+    }
+
+    fn read_pem_files(cert_chain: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
         let read = |path: &Path| {
             fs::read(path).map_err(|e| NodeError::Tls {
                 path: path.display().to_string(),
                 error: e.to_string(),
             })
         };
-        Self::from_pem(&read(cert_chain)?, &read(key)?).map_err(|error| NodeError::Tls {
+        Ok((read(cert_chain)?, read(key)?))
+    }
+
+    fn files_error(cert_chain: &Path, key: &Path, error: String) -> NodeError {
+        NodeError::Tls {
             path: format!("{} / {}", cert_chain.display(), key.display()),
             error,
-        })
+        }
     }
 }
 
@@ -416,6 +432,23 @@ impl RelayNodeBuilder {
 
     /// Builds the swarm, starts listening and adds the external addresses.
     pub fn build(self) -> Result<Swarm<RelayNodeBehaviour>, NodeError> {
+        self.build_inner(None)
+    }
+
+    /// [`build`](Self::build), with libp2p's bandwidth metrics (bytes in and out per transport
+    /// protocol stack) on `registry`; record the swarm's events with
+    /// [`libp2p::metrics::Metrics`] for the rest of libp2p's metrics.
+    pub fn build_with_metrics(
+        self,
+        registry: &mut libp2p::metrics::Registry,
+    ) -> Result<Swarm<RelayNodeBehaviour>, NodeError> {
+        self.build_inner(Some(registry))
+    }
+
+    fn build_inner(
+        self,
+        metrics: Option<&mut libp2p::metrics::Registry>,
+    ) -> Result<Swarm<RelayNodeBehaviour>, NodeError> {
         let listen = if self.listen.is_empty() {
             Self::default_listen_addrs()
         } else {
@@ -433,7 +466,7 @@ impl RelayNodeBuilder {
             noise::Config::new(&keypair).map_err(|e| transport(&e))?,
             self.websocket_tls,
         );
-        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        let builder = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
@@ -445,39 +478,51 @@ impl RelayNodeBuilder {
             .with_other_transport(|_| websocket)
             .map_err(|e| transport(&e))?
             .with_dns()
-            .map_err(|e| transport(&e))?
-            .with_behaviour(|key| RelayNodeBehaviour {
-                memory: match max_memory_bytes {
-                    Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
-                    None => memory_connection_limits::Behaviour::with_max_percentage(
-                        DEFAULT_MAX_MEMORY_SHARE,
-                    ),
-                },
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
-                        .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION")))
-                        // Peers learn the external addresses only (which the node confirmed or
-                        // was given), unless private addresses are allowed.
-                        .with_hide_listen_addrs(!config.allow_private_addrs()),
+            .map_err(|e| transport(&e))?;
+        let idle_timeout = self.idle_connection_timeout;
+        let behaviour = |key: &Keypair| RelayNodeBehaviour {
+            memory: match max_memory_bytes {
+                Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
+                None => memory_connection_limits::Behaviour::with_max_percentage(
+                    DEFAULT_MAX_MEMORY_SHARE,
                 ),
-                relay: Behaviour::new(key.clone(), config),
-                ping: ping::Behaviour::new(
-                    ping::Config::new()
-                        .with_interval(PING_INTERVAL)
-                        .with_timeout(PING_TIMEOUT),
-                ),
-                autonat: autonat::v2::client::Behaviour::default(),
-                autonat_server: autonat::v2::server::Behaviour::default(),
-                #[cfg(feature = "registry")]
-                registry: registry_config
-                    .map(|c| crate::registry::Behaviour::with_protocol(key, KAD_PROTOCOL, c))
-                    .into(),
-                #[cfg(not(feature = "registry"))]
-                registry: None.into(),
-            })
-            .map_err(|e| transport(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(self.idle_connection_timeout))
-            .build();
+            },
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
+                    .with_agent_version(format!("macula-relay/{}", env!("CARGO_PKG_VERSION")))
+                    // Peers learn the external addresses only (which the node confirmed or
+                    // was given), unless private addresses are allowed.
+                    .with_hide_listen_addrs(!config.allow_private_addrs()),
+            ),
+            relay: Behaviour::new(key.clone(), config),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
+            autonat: autonat::v2::client::Behaviour::default(),
+            autonat_server: autonat::v2::server::Behaviour::default(),
+            #[cfg(feature = "registry")]
+            registry: registry_config
+                .map(|c| crate::registry::Behaviour::with_protocol(key, KAD_PROTOCOL, c))
+                .into(),
+            #[cfg(not(feature = "registry"))]
+            registry: None.into(),
+        };
+        let mut swarm = match metrics {
+            Some(registry) => builder
+                .with_bandwidth_metrics(registry)
+                .with_behaviour(behaviour)
+                .map_err(|e| transport(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+                .build(),
+            None => builder
+                .with_behaviour(behaviour)
+                .map_err(|e| transport(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+                .build(),
+        };
+
         for addr in listen {
             swarm
                 .listen_on(addr.clone())
@@ -507,7 +552,10 @@ impl RelayNodeBuilder {
 }
 
 /// WebSocket over TCP (and TLS, given a certificate), upgraded with noise and
-/// [`yamux_config`], like the TCP transport.
+/// [`yamux_config`], like the TCP transport. Secure WebSocket listeners (`/tls/ws`, `/wss`) are
+/// served by `secure_websocket::SecureWebsocket`, whose certificate [`WebsocketTls::reload`]
+/// replaces; plain `/ws` listeners and every dial (`/ws`, and `/tls/ws` with the web PKI roots)
+/// by libp2p-websocket as it comes.
 fn websocket_transport(
     noise: noise::Config,
     tls: Option<WebsocketTls>,
@@ -519,13 +567,16 @@ fn websocket_transport(
 > + Send
        + Unpin
        + 'static {
-    let mut ws = websocket::Config::new(tcp::tokio::Transport::new(
-        tcp::Config::default().nodelay(true),
-    ));
-    if let Some(tls) = tls {
-        ws.set_tls_config(tls.config);
-    }
-    ws.upgrade(Version::V1Lazy)
+    use crate::secure_websocket::SecureWebsocket;
+    use libp2p::core::transport::OptionalTransport;
+    let new_tcp = || tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let secure = match tls {
+        Some(tls) => OptionalTransport::some(SecureWebsocket::new(new_tcp(), &tls.tls)),
+        None => OptionalTransport::none(),
+    };
+    secure
+        .or_transport(websocket::Config::new(new_tcp()))
+        .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(yamux_config())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))

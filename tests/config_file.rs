@@ -17,42 +17,56 @@ listen = ["/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1", "/ip4/12
 external = ["/dns4/relay.example.net/tcp/4101"]
 allow_private_addrs = true
 exempt_networks = ["10.0.0.0/8", "2001:db8::/32"]
+data_dir = "/var/lib/macula-relay"
 key_file = "/var/lib/macula-relay/relay.key"
+ephemeral_identity = false
 max_sessions = 7
 bandwidth = 0
 session_timeout = 90
 max_session_bytes = 1048576
 max_reservations = 11
 reservation_ttl = 600
+total_bandwidth = 12500000
+max_sessions_per_peer = 9
+max_reservations_per_peer = 3
+max_sessions_per_network_to_peer = 0
+connections_per_origin = "off"
+reservations_per_origin = { ip = 4, ipv4_24 = 16, ipv6_64 = 4, ipv6_48 = 16 }
+sessions_per_origin = { ip = 5 }
+request_rate_per_peer = "10/2s"
+request_rate_per_ip = "off"
+max_inbound_connections = 5000
+max_connections_per_peer = 4
+max_pending_inbound = 64
+allow_peers = ["12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
+deny_peers = ["12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"]
+allow_networks = ["127.0.0.0/8", "::1/128"]
+deny_networks = ["198.51.100.0/24"]
 drain_timeout = 5
 admin = "127.0.0.1:9333"
 admin_token_file = "/etc/macula-relay/admin.token"
+metrics = "127.0.0.1:9334"
+log_format = "json"
 tls_cert = "/etc/macula-relay/fullchain.pem"
 tls_key = "/etc/macula-relay/privkey.pem"
 registry = true
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
+
+[[tiers]]
+name = "trusted"
+peers = ["12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
+bandwidth = 0
+session_timeout = 0
 "#;
 
-const KEYS: [&str; 18] = [
-    "listen",
-    "external",
-    "allow_private_addrs",
-    "exempt_networks",
-    "key_file",
-    "max_sessions",
-    "bandwidth",
-    "session_timeout",
-    "max_session_bytes",
-    "max_reservations",
-    "reservation_ttl",
-    "drain_timeout",
-    "admin",
-    "admin_token_file",
-    "tls_cert",
-    "tls_key",
-    "registry",
-    "bootstrap",
-];
+/// Every key the node takes, from its one definition (the flags of `NodeSettings`).
+fn keys() -> Vec<String> {
+    use clap::Args;
+    NodeSettings::augment_args(clap::Command::new("macula-relay"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect()
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -69,12 +83,34 @@ fn resolve(text: &str) -> Result<NodeConfig, String> {
 #[test]
 fn every_key_round_trips() {
     let config = resolve(EVERY_KEY).unwrap();
-    assert_eq!(config.max_sessions, 7);
-    assert_eq!(config.bandwidth, None, "0 = unlimited");
-    assert_eq!(config.session_timeout, Some(Duration::from_secs(90)));
-    assert_eq!(config.max_session_bytes, Some(1_048_576));
-    assert_eq!(config.max_reservations, 11);
-    assert_eq!(config.reservation_ttl, Duration::from_secs(600));
+    let relay = &config.relay;
+    assert_eq!(relay.max_sessions(), 7);
+    assert_eq!(relay.limits().bandwidth, None, "0 = unlimited");
+    assert_eq!(relay.limits().duration, Some(Duration::from_secs(90)));
+    assert_eq!(relay.limits().data, Some(1_048_576));
+    assert_eq!(relay.max_reservations(), 11);
+    assert_eq!(relay.reservation_ttl(), Duration::from_secs(600));
+    assert_eq!(relay.total_bandwidth(), Some(12_500_000));
+    assert_eq!(
+        relay.max_sessions_per_network_to_peer(),
+        usize::MAX,
+        "0 = no cap"
+    );
+    assert_eq!(
+        relay.connections_per_origin().per_ipv4_24,
+        usize::MAX,
+        "off"
+    );
+    assert_eq!(relay.sessions_per_origin().per_ip, 5);
+    assert_eq!(
+        relay.sessions_per_origin().per_ipv4_24,
+        macula_relay::DEFAULT_SESSIONS_PER_ORIGIN.per_ipv4_24,
+        "an absent block keeps its default"
+    );
+    assert_eq!(relay.request_rate_per_ip(), None, "off");
+    assert_eq!(relay.policy().deny_networks.len(), 1);
+    assert_eq!(relay.policy().overrides.len(), 1, "one peer in one tier");
+    assert_eq!(config.metrics, Some("127.0.0.1:9334".parse().unwrap()));
     assert_eq!(config.drain_timeout, Duration::from_secs(5));
     assert_eq!(config.admin, Some("127.0.0.1:9333".parse().unwrap()));
     assert_eq!(config.listen.len(), 4);
@@ -87,18 +123,19 @@ fn every_key_round_trips() {
         Some(Path::new("/etc/macula-relay/privkey.pem"))
     );
     assert_eq!(config.external.len(), 1);
-    assert!(config.allow_private_addrs);
-    assert_eq!(config.exempt_networks.len(), 2);
+    assert!(relay.allow_private_addrs());
+    assert_eq!(relay.exempt_networks().len(), 2);
     assert!(config.registry);
     assert_eq!(config.bootstrap.len(), 1);
 
     // Library: printed and read back, the same configuration, with every key present.
     let printed = config.to_toml();
     let table: toml::Table = printed.parse().unwrap();
-    for key in KEYS {
+    let keys = keys();
+    for key in &keys {
         assert!(table.contains_key(key), "{key} missing from\n{printed}");
     }
-    assert_eq!(table.len(), KEYS.len());
+    assert_eq!(table.len(), keys.len());
     assert_eq!(resolve(&printed).unwrap(), config);
     assert_eq!(
         NodeSettings::from_toml(&printed).unwrap(),
@@ -120,10 +157,24 @@ fn every_key_round_trips() {
 
 #[test]
 fn the_defaults_print_as_a_valid_config() {
-    let output = run_to_end(&["--print-config"]);
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = common::process::run_to_end_in(&["--print-config"], data_dir.path());
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(resolve(&printed).unwrap(), NodeConfig::default());
+    let defaults = NodeSettings {
+        data_dir: Some(data_dir.path().to_owned()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(resolve(&printed).unwrap(), defaults);
+    assert!(
+        printed.contains(&format!(
+            "key_file = \"{}/identity.key\"",
+            data_dir.path().display()
+        )),
+        "the key lives in the data directory by default:\n{printed}"
+    );
     assert!(printed.contains("max_sessions = 100"), "{printed}");
 }
 
@@ -150,7 +201,7 @@ fn flags_override_the_file() {
         String::from_utf8_lossy(&output.stderr)
     );
     let config = resolve(&String::from_utf8(output.stdout).unwrap()).unwrap();
-    assert_eq!(config.max_sessions, 42);
+    assert_eq!(config.relay.max_sessions(), 42);
     assert_eq!(
         config.listen,
         vec!["/ip4/127.0.0.1/tcp/4999".parse().unwrap()]
@@ -161,12 +212,15 @@ fn flags_override_the_file() {
         Some(Path::new("/tmp/other.pem"))
     );
     // Keys without a flag on the command line keep the file's value.
-    assert_eq!(config.max_reservations, 11);
+    assert_eq!(config.relay.max_reservations(), 11);
     assert_eq!(
         config.tls_key.as_deref(),
         Some(Path::new("/etc/macula-relay/privkey.pem"))
     );
-    assert_eq!(config.session_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        config.relay.limits().duration,
+        Some(Duration::from_secs(90))
+    );
 }
 
 #[test]

@@ -141,3 +141,41 @@ async fn without_the_reservation_requirement_a_connected_target_is_reachable() {
     assert_eq!(relay.with(|r| r.stats().reservations).await, 0);
     assert_eq!(relay.with(|r| r.stats().active_sessions).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denying_a_reserved_peer_on_a_running_relay_closes_its_connection_and_frees_its_slot() {
+    common::init_tracing();
+    let mut foe = TestClient::start().await;
+    let mut friend = TestClient::start().await;
+    let mut relay = TestRelay::start(common::test_config().build().unwrap()).await;
+    foe.reserve(&relay).await;
+    friend.reserve(&relay).await;
+    let foe_id = foe.peer_id;
+    let relay_id = relay.peer_id;
+    relay
+        .with(move |r| {
+            let denying = common::test_config().deny(foe_id).build().unwrap();
+            r.set_config(denying).unwrap();
+        })
+        .await;
+    foe.expect(
+        "the relay to close the denied peer's connection",
+        |e| match e {
+            ClientEvent::ConnectionClosed {
+                peer,
+                relayed: false,
+            } if *peer == relay_id => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    relay
+        .expect("the denied peer's reservation to end", |e| match e {
+            Event::ReservationEnded { peer, .. } if *peer == foe_id => Some(()),
+            _ => None,
+        })
+        .await;
+    let held: Vec<_> = relay.with(|r| r.reservations()).await;
+    assert_eq!(held.len(), 1, "the other peer keeps its reservation");
+    assert_eq!(held[0].peer, friend.peer_id);
+}

@@ -165,6 +165,19 @@ pub struct HealthView {
     pub enabled: bool,
 }
 
+/// `GET /registry`: the relay registry as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryView {
+    /// Whether the node runs the registry (`registry` setting).
+    pub running: bool,
+    /// Whether this relay's record is published now.
+    pub registered: bool,
+    /// The addresses the published record carries.
+    pub addrs: Vec<String>,
+    /// Relays this node has found (their peer ids).
+    pub known_relays: Vec<String>,
+}
+
 /// The answer of `DELETE /sessions/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClosedView {

@@ -95,7 +95,7 @@ impl AdminClient {
         }
         // The server takes state-changing requests only as JSON (a browser cannot send that
         // cross-site without a CORS preflight, which the server never grants).
-        if body.is_some() || method == Method::POST || method == Method::DELETE {
+        if body.is_some() || (method != Method::GET && method != Method::HEAD) {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         let request = request
@@ -157,6 +157,30 @@ impl AdminClient {
             status: response.status,
             message,
         })
+    }
+
+    /// `GET /config`: the node's effective settings.
+    pub async fn settings(&self) -> Result<crate::node_config::NodeSettings, ClientError> {
+        self.call("GET", "/config", None).await
+    }
+
+    /// `PATCH /config`: sets the keys `patch` has, live; the new effective settings.
+    pub async fn change_settings(
+        &self,
+        patch: &crate::node_config::NodeSettings,
+    ) -> Result<crate::node_config::NodeSettings, ClientError> {
+        let body = serde_json::to_vec(patch).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.call("PATCH", "/config", Some(body)).await
+    }
+
+    /// `GET /registry`: the relay registry's status.
+    pub async fn registry(&self) -> Result<super::api::RegistryView, ClientError> {
+        self.call("GET", "/registry", None).await
+    }
+
+    /// `GET /readyz`.
+    pub async fn ready(&self) -> Result<HealthView, ClientError> {
+        self.call("GET", "/readyz", None).await
     }
 
     /// `GET /healthz`.

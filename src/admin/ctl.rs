@@ -7,7 +7,10 @@ use super::{
     api::{DisableRequest, EnableRequest, ReservationView, SessionView, StatsView},
     AdminClient, ClientError,
 };
-use crate::SessionId;
+use crate::{
+    node_config::{NodeSettings, LIMIT_KEYS, POLICY_KEYS},
+    IpNet, SessionId,
+};
 
 /// One `ctl` command.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +34,32 @@ pub enum CtlCommand {
     },
     /// The Prometheus text.
     Metrics,
+    /// Show a group of the node's settings, or change them first.
+    Settings(SettingsGroup, Option<SettingsChange>),
+    /// The relay registry's status.
+    Registry,
+}
+
+/// Which of the node's settings `ctl` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettingsGroup {
+    /// Every key.
+    All,
+    /// [`LIMIT_KEYS`].
+    Limits,
+    /// [`POLICY_KEYS`].
+    Policy,
+}
+
+/// A change to the node's settings, applied live.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SettingsChange {
+    /// Set these keys.
+    Set(Box<NodeSettings>),
+    /// Add a peer id or a network to the deny list.
+    Deny(String),
+    /// Take a peer id or a network off the deny list.
+    Undeny(String),
 }
 
 /// Runs `command` against `client`; returns what to print: a table, or JSON with `json`.
@@ -81,8 +110,126 @@ pub async fn run(
             render_stats(&client.disable(&request).await?, json)
         }
         CtlCommand::Metrics => client.metrics().await?,
+        CtlCommand::Settings(group, change) => {
+            let settings = match change {
+                None => client.settings().await?,
+                Some(SettingsChange::Set(patch)) => client.change_settings(&patch).await?,
+                Some(SettingsChange::Deny(target)) => {
+                    let current = client.settings().await?;
+                    client
+                        .change_settings(&deny_list_change(current, &target, true)?)
+                        .await?
+                }
+                Some(SettingsChange::Undeny(target)) => {
+                    let current = client.settings().await?;
+                    client
+                        .change_settings(&deny_list_change(current, &target, false)?)
+                        .await?
+                }
+            };
+            render_settings(&settings, group, json)
+        }
+        CtlCommand::Registry => {
+            let registry = client.registry().await?;
+            if json {
+                to_json(&registry)
+            } else {
+                let mut out = format!(
+                    "registry running: {}
+registered:       {}
+",
+                    yes_no(registry.running),
+                    yes_no(registry.registered)
+                );
+                for addr in &registry.addrs {
+                    let _ = writeln!(out, "  announces {addr}");
+                }
+                let _ = writeln!(out, "known relays:     {}", registry.known_relays.len());
+                for peer in &registry.known_relays {
+                    let _ = writeln!(out, "  {peer}");
+                }
+                out
+            }
+        }
     };
     Ok(out)
+}
+
+/// `KEY=VALUE` assignments as settings: each VALUE is TOML (`100`, `"30/1s"`, `["a", "b"]`,
+/// `{ ip = 8 }`), or a bare word taken as a string (`off`, `30/1s`). An unknown key or a value
+/// of the wrong type is an error naming the key.
+pub fn parse_assignments(assignments: &[String]) -> Result<NodeSettings, String> {
+    let mut text = String::new();
+    for assignment in assignments {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("{assignment:?}: expected KEY=VALUE"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let line = format!("{key} = {value}\n");
+        let line = if line.parse::<toml::Table>().is_ok() {
+            line
+        } else {
+            format!("{key} = {}\n", toml::Value::String(value.to_owned()))
+        };
+        text.push_str(&line);
+    }
+    NodeSettings::from_toml(&text).map_err(|e| e.to_string())
+}
+
+/// The change that puts `target` (a peer id, a CIDR network or an IP address) on the deny
+/// list, or takes it off.
+fn deny_list_change(
+    current: NodeSettings,
+    target: &str,
+    deny: bool,
+) -> Result<NodeSettings, ClientError> {
+    let target = target.trim();
+    let network = target
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| target.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+    let edit = |list: Option<Vec<String>>, item: String| {
+        let mut list = list.unwrap_or_default();
+        list.retain(|x| *x != item);
+        if deny {
+            list.push(item);
+        }
+        Some(list)
+    };
+    if let Some(network) = network {
+        return Ok(NodeSettings {
+            deny_networks: edit(current.deny_networks, network.to_string()),
+            ..Default::default()
+        });
+    }
+    match target.parse::<libp2p::PeerId>() {
+        Ok(peer) => Ok(NodeSettings {
+            deny_peers: edit(current.deny_peers, peer.to_string()),
+            ..Default::default()
+        }),
+        Err(_) => Err(ClientError::Decode(format!(
+            "{target:?} is neither a peer id nor an IP network"
+        ))),
+    }
+}
+
+fn render_settings(settings: &NodeSettings, group: SettingsGroup, json: bool) -> String {
+    let keys: Option<&[&str]> = match group {
+        SettingsGroup::All => None,
+        SettingsGroup::Limits => Some(LIMIT_KEYS),
+        SettingsGroup::Policy => Some(POLICY_KEYS),
+    };
+    let mut table = match toml::Table::try_from(settings) {
+        Ok(table) => table,
+        Err(e) => return format!("cannot show the settings: {e}\n"),
+    };
+    if let Some(keys) = keys {
+        table.retain(|key, _| keys.iter().any(|k| **k == *key));
+    }
+    if json {
+        return to_json(&table);
+    }
+    toml::to_string(&table).unwrap_or_else(|e| format!("cannot show the settings: {e}\n"))
 }
 
 /// Parses a duration: `90`, `90s`, `1500ms`, `2m` or `1h`.

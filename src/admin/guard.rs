@@ -8,7 +8,7 @@
 //!   is neither loopback nor the bound address: `403`;
 //! - any request with an `Origin` header (browsers send it with every cross-origin request and
 //!   with every POST; scripts do not): `403`;
-//! - a POST or DELETE whose `Content-Type` is not `application/json` (a page cannot send that
+//! - a POST, PATCH or DELETE whose `Content-Type` is not `application/json` (a page cannot send that
 //!   cross-site without a CORS preflight, which this server never grants): `415`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,7 +69,7 @@ pub(super) fn check(
             ),
         ));
     }
-    if *method == Method::POST || *method == Method::DELETE {
+    if *method != Method::GET && *method != Method::HEAD {
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

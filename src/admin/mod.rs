@@ -41,7 +41,7 @@ pub use api::{
 };
 pub use client::{AdminClient, ClientError, RawResponse};
 pub use health::HEALTH_REPORT_INTERVAL;
-pub use request::AdminRequest;
+pub use request::{AdminRequest, NodeQuery};
 pub use server::AdminServer;
 
 /// The address `relay_node ctl` talks to unless told otherwise (the node's admin API is off

@@ -33,6 +33,19 @@ pub(crate) enum RequestKind {
     Disable(DisableRequest),
     Reservations,
     Metrics,
+    Node(NodeQuery),
+}
+
+/// An admin request about the node rather than the relay, answered by the node runner
+/// ([`AdminRequest::node_query`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeQuery {
+    /// `GET /config`: the effective settings (the config file's keys, as JSON).
+    Settings,
+    /// `PATCH /config`: these keys (the others absent), applied live.
+    ChangeSettings(Box<crate::node_config::NodeSettings>),
+    /// `GET /registry`: the relay registry's status.
+    Registry,
 }
 
 /// The answer to an [`AdminRequest`].
@@ -47,6 +60,24 @@ pub(crate) enum Reply {
 }
 
 impl AdminRequest {
+    /// The question, if it is for the node runner rather than the relay; answer it with
+    /// [`answer`](Self::answer).
+    pub fn node_query(&self) -> Option<NodeQuery> {
+        match &self.kind {
+            RequestKind::Node(query) => Some(query.clone()),
+            _ => None,
+        }
+    }
+
+    /// Answers a [`node_query`](Self::node_query): a JSON body, or an HTTP status and why.
+    pub fn answer(self, result: Result<serde_json::Value, (u16, String)>) {
+        let reply = match result {
+            Ok(value) => Reply::Json(value),
+            Err((status, message)) => Reply::Error(status, message),
+        };
+        let _ = self.reply.send(reply);
+    }
+
     /// Carries out the request on `relay` and answers the server. `metrics` (the relay's
     /// [`Metrics`] and the registry they are on) serves `GET /metrics`; without it that
     /// endpoint answers 404.
@@ -110,6 +141,10 @@ fn answer(
             }
             None => Reply::Error(404, "this node exports no metrics".into()),
         },
+        RequestKind::Node(_) => Reply::Error(
+            404,
+            "this node has no configuration to show or change (not run by the node runner)".into(),
+        ),
     }
 }
 

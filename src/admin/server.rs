@@ -27,7 +27,7 @@ use super::{
     api::{ErrorView, HealthView},
     guard,
     health::{Health, Verdict},
-    request::{AdminRequest, Reply, RequestKind},
+    request::{AdminRequest, NodeQuery, Reply, RequestKind},
     AdminError, AdminSettings,
 };
 use crate::SessionId;
@@ -97,6 +97,44 @@ impl AdminServer {
         })
     }
 
+    /// Binds the read-only metrics listener and starts serving `GET /metrics`, `/healthz` and
+    /// `/readyz`, without a token: nothing it serves changes or reveals more than counters, so
+    /// a Prometheus server needs no credential that could also control the relay. Its requests
+    /// come out of [`next_request`](Self::next_request) like the admin API's.
+    pub async fn bind_metrics(addr: SocketAddr) -> Result<AdminServer, AdminError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| AdminError::Bind { addr, error })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|error| AdminError::Bind { addr, error })?;
+        let (tx, requests) = mpsc::channel(QUEUE);
+        let health = Health::new(Instant::now());
+        let state = AppState {
+            requests: tx,
+            token: None,
+            health: health.clone(),
+        };
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(health_check))
+            .route("/readyz", get(ready))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "metrics server stopped");
+            }
+        });
+        Ok(AdminServer {
+            local_addr,
+            requests,
+            health,
+            task,
+        })
+    }
+
     /// The address it listens on (with the real port if it was bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -131,9 +169,12 @@ fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/disable", post(disable))
         .route("/reservations", get(reservations))
         .route("/metrics", get(metrics))
+        .route("/config", get(settings).patch(change_settings))
+        .route("/registry", get(registry))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
-        .route("/healthz", get(health))
+        .route("/healthz", get(health_check))
+        .route("/readyz", get(ready))
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -234,7 +275,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("malformed request body: {e}"))
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+async fn health_check(State(state): State<AppState>) -> Response {
     let unavailable = |why: &str| error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned());
     match state.health.verdict(Instant::now()) {
         Verdict::Ok { enabled } => json(
@@ -248,6 +289,46 @@ async fn health(State(state): State<AppState>) -> Response {
         Verdict::Draining => unavailable("draining: the node is stopping"),
         Verdict::Stalled => unavailable("stalled: the node's event loop has not run for 10 s"),
     }
+}
+
+/// `/readyz`: 200 only while the relay takes new reservations and sessions (enabled, not
+/// draining), so a load balancer sends new peers elsewhere otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    let unavailable = |why: &str| error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned());
+    match state.health.verdict(Instant::now()) {
+        Verdict::Ok { enabled: true } => json(
+            StatusCode::OK,
+            &HealthView {
+                status: "ready".into(),
+                enabled: true,
+            },
+        ),
+        Verdict::Ok { enabled: false } => unavailable("disabled: refusing new reservations"),
+        Verdict::Starting => unavailable("starting"),
+        Verdict::Draining => unavailable("draining: the node is stopping"),
+        Verdict::Stalled => unavailable("stalled: the node's event loop has not run for 10 s"),
+    }
+}
+
+async fn settings(State(state): State<AppState>) -> Response {
+    ask(&state, RequestKind::Node(NodeQuery::Settings)).await
+}
+
+async fn change_settings(State(state): State<AppState>, bytes: Bytes) -> Response {
+    match body(&bytes) {
+        Ok(patch) => {
+            ask(
+                &state,
+                RequestKind::Node(NodeQuery::ChangeSettings(Box::new(patch))),
+            )
+            .await
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn registry(State(state): State<AppState>) -> Response {
+    ask(&state, RequestKind::Node(NodeQuery::Registry)).await
 }
 
 async fn stats(State(state): State<AppState>) -> Response {

@@ -20,6 +20,7 @@ use std::{
 use libp2p::{swarm::ConnectionId, PeerId};
 
 use self::log_limit::{LogLimiter, Noise, LOG_WINDOW};
+use crate::session::fair_share::{FlowSample, NodeBandwidth};
 use crate::session::origin::{self, Block, BlockCounts};
 use crate::{
     event::{EnableOptions, Event, ReservationEndReason, ReservationInfo, UnknownSession},
@@ -46,6 +47,8 @@ pub(crate) enum ConnectionRefusal {
     PerPeer,
     /// The connection's network origin holds its cap.
     Origin(Block),
+    /// The access policy refuses the connection's network.
+    Denied,
 }
 
 impl std::fmt::Display for ConnectionRefusal {
@@ -60,6 +63,9 @@ impl std::fmt::Display for ConnectionRefusal {
             ConnectionRefusal::PerPeer => f.write_str("the peer holds its maximum of connections"),
             ConnectionRefusal::Origin(block) => {
                 write!(f, "{block} holds as many connections as one origin may")
+            }
+            ConnectionRefusal::Denied => {
+                f.write_str("the access policy refuses the connection's network")
             }
         }
     }
@@ -100,6 +106,11 @@ pub(crate) enum Command {
         peer: PeerId,
         connection: ConnectionId,
     },
+    /// Close the connection: the access policy no longer permits its peer or network.
+    CloseConnection {
+        peer: PeerId,
+        connection: ConnectionId,
+    },
 }
 
 /// An output of the core.
@@ -126,6 +137,8 @@ pub(crate) struct Grant {
 struct ConnectionInfo {
     peer: PeerId,
     relayed: bool,
+    /// The remote address's IP, if known.
+    ip: Option<IpAddr>,
     /// The remote address's IP as an origin: canonical (IPv4-mapped as IPv4), `None` when
     /// unknown or in an exempt network.
     origin: Option<IpAddr>,
@@ -151,6 +164,8 @@ pub(crate) struct RelayCore {
     housekeeping_at: Instant,
     stats_at: Option<Instant>,
     drain_at: Option<Instant>,
+    /// The node-wide bandwidth capacity's allocator and timer.
+    bandwidth: NodeBandwidth,
     /// Time the copy loops of ended sessions spent waiting for their throttles.
     throttled_ended: Duration,
     /// Peer-caused log lines, rate-limited.
@@ -173,6 +188,7 @@ impl RelayCore {
             housekeeping_at: now + HOUSEKEEPING_INTERVAL,
             stats_at: config.stats_interval.map(|i| now + i),
             drain_at: None,
+            bandwidth: NodeBandwidth::new(now),
             throttled_ended: Duration::ZERO,
             log_limit: LogLimiter::new(now),
             out: VecDeque::new(),
@@ -192,14 +208,23 @@ impl RelayCore {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [Some(self.housekeeping_at), self.stats_at, self.drain_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.housekeeping_at),
+            self.stats_at,
+            self.drain_at,
+            self.bandwidth_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Runs what is due at `now`: reservation expiry, periodic stats, the drain deadline.
+    /// Runs what is due at `now`: reservation expiry, periodic stats, the drain deadline, the
+    /// node-wide bandwidth shares.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.bandwidth_deadline().is_some_and(|at| now >= at) {
+            self.share_bandwidth(now);
+        }
         if now >= self.housekeeping_at {
             self.housekeeping_at = now + HOUSEKEEPING_INTERVAL;
             for (peer, connection) in self.table.expire_reservations(now) {
@@ -248,6 +273,7 @@ impl RelayCore {
             ConnectionInfo {
                 peer,
                 relayed,
+                ip,
                 origin,
                 counted: false,
             },
@@ -277,6 +303,11 @@ impl RelayCore {
         ip: Option<IpAddr>,
     ) -> Result<(), ConnectionRefusal> {
         self.pending_inbound.remove(&connection);
+        // A refused network cannot connect at all; a refused peer can, and hears
+        // PERMISSION_DENIED for what it asks (the spec's answer).
+        if ip.is_some_and(|ip| !self.config.policy.permits_ip(ip)) {
+            return Err(ConnectionRefusal::Denied);
+        }
         if self.inbound_count >= self.config.max_inbound_connections {
             return Err(ConnectionRefusal::Total);
         }
@@ -301,6 +332,12 @@ impl RelayCore {
             info.counted = true;
         }
         Ok(())
+    }
+
+    /// Whether the access policy permits `peer`, connected from `ip`.
+    fn permits(&self, peer: &PeerId, ip: Option<IpAddr>) -> bool {
+        let policy = &self.config.policy;
+        policy.permits(peer) && ip.is_none_or(|ip| policy.permits_ip(ip))
     }
 
     /// `ip` as an origin: canonical, `None` in an exempt network.
@@ -536,6 +573,7 @@ impl RelayCore {
             shared: entry.shared.clone(),
         };
         self.command(command);
+        self.bandwidth_newcomer(session);
     }
 
     /// The target refused the circuit or could not be asked.
@@ -779,14 +817,36 @@ impl RelayCore {
         }
     }
 
-    /// Applies a new configuration (validated first); live sessions get the new limits.
+    /// Applies a new configuration (validated first): live sessions get the new limits, and
+    /// the connections of peers and networks the policy no longer permits are closed.
     fn reconfigure(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
         let mut config = self.config.clone();
         change(&mut config);
         config.validate()?;
         self.config = config;
-        self.table.apply_limits(&self.config);
+        self.table.reconfigure(&self.config);
+        self.disconnect_unpermitted();
         Ok(())
+    }
+
+    /// Replaces the whole configuration (validated first), as [`reconfigure`](Self::reconfigure)
+    /// applies it.
+    pub(crate) fn set_config(&mut self, config: Config) -> Result<(), ConfigError> {
+        self.reconfigure(|c| *c = config)
+    }
+
+    /// Asks the adapter to close every connection the access policy does not permit.
+    fn disconnect_unpermitted(&mut self) {
+        let refused: Vec<(ConnectionId, PeerId)> = self
+            .connections
+            .iter()
+            .filter(|(_, info)| !self.permits(&info.peer, info.ip))
+            .map(|(connection, info)| (*connection, info.peer))
+            .collect();
+        for (connection, peer) in refused {
+            tracing::info!(%peer, ?connection, "closing a connection the access policy refuses");
+            self.command(Command::CloseConnection { peer, connection });
+        }
     }
 
     /// Replaces the default session limits.
@@ -817,13 +877,108 @@ impl RelayCore {
         Ok(())
     }
 
-    /// Adds `peer` to the deny list or removes it.
+    /// Adds `peer` to the deny list (closing its connections) or removes it.
     pub(crate) fn set_denied(&mut self, peer: PeerId, denied: bool) {
-        if denied {
-            self.config.policy.deny.insert(peer);
-        } else {
-            self.config.policy.deny.remove(&peer);
+        let _ = self.reconfigure(|c| {
+            if denied {
+                c.policy.deny.insert(peer);
+            } else {
+                c.policy.deny.remove(&peer);
+            }
+        });
+    }
+
+    // ---- node-wide bandwidth --------------------------------------------------------------
+
+    /// Sets (or with `None` removes) the node-wide bandwidth capacity; the shares follow at the
+    /// next [`handle_timeout`](Self::handle_timeout), due at once.
+    pub(crate) fn set_total_bandwidth(
+        &mut self,
+        bytes_per_second: Option<u64>,
+    ) -> Result<(), ConfigError> {
+        if bytes_per_second == Some(0) {
+            return Err(ConfigError::Zero("total_bandwidth"));
         }
+        self.config.total_bandwidth = bytes_per_second;
+        Ok(())
+    }
+
+    /// When the node-wide shares are next recomputed: every interval while a capacity is set
+    /// and sessions relay, at once after the capacity changed, never otherwise.
+    fn bandwidth_deadline(&self) -> Option<Instant> {
+        self.bandwidth.deadline(self.config.total_bandwidth)
+    }
+
+    /// Recomputes each relaying direction's share of the node-wide capacity (read from the
+    /// configuration now, so a change applies) and hands it to its copy loop; with no capacity,
+    /// lifts the shares.
+    fn share_bandwidth(&mut self, now: Instant) {
+        let capacity = self.config.total_bandwidth;
+        let sides = [crate::Side::Source, crate::Side::Target];
+        // Sessions whose copy loop runs or is about to (past their target's answer).
+        let started = self
+            .table
+            .session_ids()
+            .filter(|(_, e)| e.state != SessionState::AwaitingTarget);
+        let Some(capacity) = capacity else {
+            for (_, entry) in started {
+                for side in sides {
+                    entry.shared.set_node_share(side, None);
+                }
+            }
+            self.bandwidth.fair.clear();
+            self.bandwidth.ran(now, None, 0);
+            return;
+        };
+        let samples = started.flat_map(|(id, entry)| {
+            let limit = entry.shared.bandwidth();
+            sides.map(|side| FlowSample {
+                key: (*id, side),
+                moved: entry.shared.moved(side),
+                pauses: entry.shared.pauses(side),
+                limit,
+            })
+        });
+        let shares = self.bandwidth.fair.allocate(now, capacity, samples);
+        for &((id, side), share) in shares {
+            if let Some(entry) = self.table.session(&id) {
+                entry.shared.set_node_share(side, Some(share));
+            }
+        }
+        let flows = shares.len();
+        self.bandwidth.ran(now, Some(capacity), flows);
+    }
+
+    /// `session` is about to relay: with a node-wide capacity, its directions get an equal
+    /// split of it before its copy loop starts, and the shares are recomputed soon with it.
+    fn bandwidth_newcomer(&mut self, session: SessionId) {
+        let Some(capacity) = self.config.total_bandwidth else {
+            return;
+        };
+        let Some(entry) = self.table.session(&session) else {
+            return;
+        };
+        let share = self.bandwidth.fair.newcomer_share(capacity, 2);
+        for side in [crate::Side::Source, crate::Side::Target] {
+            entry.shared.set_node_share(side, Some(share));
+        }
+        self.bandwidth.joined();
+    }
+
+    /// The node-wide shares of a session's directions (source to target, target to source).
+    #[cfg(test)]
+    pub(crate) fn node_shares(&self, id: &SessionId) -> Option<(Option<u64>, Option<u64>)> {
+        let shared = &self.table.session(id)?.shared;
+        Some((
+            shared.node_share(crate::Side::Source),
+            shared.node_share(crate::Side::Target),
+        ))
+    }
+
+    /// When the node-wide shares are next recomputed (for tests of the timer).
+    #[cfg(test)]
+    pub(crate) fn bandwidth_timer(&self) -> Option<Instant> {
+        self.bandwidth_deadline()
     }
 
     // ---- queries --------------------------------------------------------------------------

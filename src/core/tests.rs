@@ -557,6 +557,93 @@ fn a_disabled_relay_refuses_and_re_enabling_restores() {
 
 // ---- property test ------------------------------------------------------------------------
 
+#[test]
+fn node_wide_shares_follow_sessions_and_capacity_changes_and_the_timer_runs_only_when_needed() {
+    use crate::{session::fair_share::INTERVAL, Side};
+    const MB: u64 = 1_000_000;
+    let mut w = World::new(config_with(|c| {
+        c.max_sessions_per_peer(10)
+            .bandwidth(None)
+            .total_bandwidth(Some(MB))
+    }));
+    // Nothing to share yet: after the first (immediate) round, no timer of its own.
+    let now = w.now;
+    w.run_until(now);
+    assert_eq!(w.core.bandwidth_timer(), None);
+    assert_eq!(w.core.poll_timeout(), Some(w.now + Duration::from_secs(1)));
+
+    // A session gets an equal split before its copy loop starts; the shares are recomputed
+    // within 10 ms.
+    let a = w.relaying();
+    assert_eq!(w.core.node_shares(&a), Some((Some(MB / 2), Some(MB / 2))));
+    assert!(w.core.bandwidth_timer().unwrap() <= w.now + Duration::from_millis(10));
+    let now = w.now + Duration::from_millis(10);
+    w.run_until(now);
+    assert_eq!(w.core.node_shares(&a), Some((Some(MB / 2), Some(MB / 2))));
+    assert_eq!(w.core.bandwidth_timer(), Some(w.now + INTERVAL));
+
+    // A second one: a quarter each at once, everywhere after the next round.
+    let b = w.relaying();
+    assert_eq!(w.core.node_shares(&b), Some((Some(MB / 4), Some(MB / 4))));
+    let now = w.now + Duration::from_millis(10);
+    w.run_until(now);
+    for id in [a, b] {
+        assert_eq!(w.core.node_shares(&id), Some((Some(MB / 4), Some(MB / 4))));
+    }
+
+    // a sends from source to target flat out; the other three directions are idle and keep a
+    // floor (capacity / 64 / 4 directions): a's source side gets the rest.
+    let shared = w.core.shared(&a).unwrap();
+    shared.source_to_target.fetch_add(MB / 40, Relaxed);
+    shared.record_pause(Side::Source, 1_000);
+    let now = w.now + INTERVAL;
+    w.run_until(now);
+    let floor = MB / 256;
+    assert_eq!(
+        w.core.node_shares(&a),
+        Some((Some(MB - 3 * floor), Some(floor)))
+    );
+    assert_eq!(w.core.node_shares(&b), Some((Some(floor), Some(floor))));
+
+    // A new capacity applies at once.
+    w.core.set_total_bandwidth(Some(2 * MB)).unwrap();
+    assert!(w.core.poll_timeout().unwrap() <= w.now);
+    let now = w.now;
+    w.run_until(now);
+    let (up, _) = w.core.node_shares(&a).unwrap();
+    assert_eq!(up, Some(2 * MB - 3 * floor));
+
+    // Removed: the shares are lifted at once and the timer stops.
+    w.core.set_total_bandwidth(None).unwrap();
+    let now = w.now;
+    w.run_until(now);
+    for id in [a, b] {
+        assert_eq!(w.core.node_shares(&id), Some((None, None)));
+    }
+    assert_eq!(w.core.bandwidth_timer(), None);
+
+    // Set again: everybody starts from an equal split.
+    assert_eq!(
+        w.core.set_total_bandwidth(Some(0)),
+        Err(crate::ConfigError::Zero("total_bandwidth"))
+    );
+    w.core.set_total_bandwidth(Some(MB)).unwrap();
+    let now = w.now;
+    w.run_until(now);
+    for id in [a, b] {
+        assert_eq!(w.core.node_shares(&id), Some((Some(MB / 4), Some(MB / 4))));
+    }
+
+    // The sessions end: one more round finds nothing to share and the timer stops.
+    for id in [a, b] {
+        w.core.on_circuit_ended(id, CloseReason::Completed, w.now);
+    }
+    w.drain();
+    let now = w.now + INTERVAL;
+    w.run_until(now);
+    assert_eq!(w.core.bandwidth_timer(), None);
+}
+
 /// What a handler would do next, or a control call.
 #[derive(Clone, Debug)]
 enum Op {
@@ -574,6 +661,7 @@ enum Op {
     Advance(u64),
     Bytes(usize, u64),
     SetMaxSessions(usize),
+    SetTotalBandwidth(Option<u64>),
 }
 
 const PEERS: usize = 4;
@@ -594,6 +682,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..3000).prop_map(Op::Advance),
         2 => (any::<usize>(), 0u64..10_000).prop_map(|(k, n)| Op::Bytes(k, n)),
         1 => (1usize..6).prop_map(Op::SetMaxSessions),
+        1 => proptest::option::of(1_000u64..10_000_000).prop_map(Op::SetTotalBandwidth),
     ]
 }
 
@@ -630,7 +719,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operations_keep_the_core_consistent_with_the_handlers(ops in proptest::collection::vec(op(), 1..120)) {
+    fn random_operations_keep_the_core_consistent_with_the_handlers(
+        ops in proptest::collection::vec(op(), 1..120),
+        mut total_bandwidth in proptest::option::of(1_000u64..10_000_000),
+    ) {
         let max_sessions = 3;
         let mut config = Config::builder()
             .request_rate_per_peer(None)
@@ -642,6 +734,7 @@ proptest! {
             .reservations_per_origin(crate::OriginLimits { per_ip: 1, per_ipv4_24: 2, per_ipv6_64: 1, per_ipv6_48: 2 })
             .sessions_per_origin(crate::OriginLimits { per_ip: 2, per_ipv4_24: 3, per_ipv6_64: 2, per_ipv6_48: 3 })
             .max_sessions_per_network_to_peer(1)
+            .total_bandwidth(total_bandwidth)
             .build()
             .unwrap();
         let mut now = Instant::now();
@@ -748,17 +841,58 @@ proptest! {
                 Op::Disable => core.disable(),
                 Op::Advance(ms) => {
                     let until = now + Duration::from_millis(ms);
+                    let mut rounds = 0;
                     while let Some(at) = core.poll_timeout().filter(|at| *at <= until) {
                         now = now.max(at);
                         core.handle_timeout(now);
+                        rounds += 1;
+                        prop_assert!(rounds < 10_000, "the timers do not advance");
                     }
                     now = until;
+                    if Duration::from_millis(ms) >= crate::session::fair_share::INTERVAL {
+                        // The node-wide shares were recomputed since the last change: each
+                        // started session has them, they add up to no more than the capacity,
+                        // and the timer runs only while there is something to share.
+                        let started: Vec<SessionId> = core.states().into_iter()
+                            .filter(|(_, state)| *state != SessionState::AwaitingTarget)
+                            .map(|(id, _)| id)
+                            .collect();
+                        let mut sum = 0;
+                        for id in &started {
+                            let (up, down) = core.node_shares(id).unwrap();
+                            match total_bandwidth {
+                                None => prop_assert_eq!((up, down), (None, None)),
+                                Some(_) => {
+                                    prop_assert!(up.is_some() && down.is_some());
+                                    sum += up.unwrap_or(0) + down.unwrap_or(0);
+                                }
+                            }
+                        }
+                        if let Some(capacity) = total_bandwidth {
+                            prop_assert!(sum <= capacity, "shares {} over {}", sum, capacity);
+                        }
+                        let timer = core.bandwidth_timer();
+                        prop_assert_eq!(
+                            timer.is_some(),
+                            total_bandwidth.is_some() && !started.is_empty(),
+                            "bandwidth timer {:?}", timer
+                        );
+                        let interval = crate::session::fair_share::INTERVAL;
+                        prop_assert!(timer.is_none_or(|at| at > now && at <= now + interval));
+                    }
                 }
                 Op::Bytes(k, n) => if let Some(id) = Handlers::pick(&h.copying, k) {
                     if let Some(shared) = core.shared(&id) {
                         shared.source_to_target.fetch_add(n, Relaxed);
+                        if n % 2 == 1 {
+                            shared.record_pause(crate::Side::Source, n);
+                        }
                     }
                 },
+                Op::SetTotalBandwidth(total) => {
+                    core.set_total_bandwidth(total).unwrap();
+                    total_bandwidth = total;
+                }
                 Op::SetMaxSessions(n) => {
                     core.set_max_sessions(n).unwrap();
                     config.max_sessions = n;
@@ -782,6 +916,10 @@ proptest! {
                     }
                     Output::Command(Command::CloseCircuit { .. }) => {}
                     Output::Command(Command::DropTarget { .. } | Command::ReservationEnded { .. }) => {}
+                    // No operation here changes the access policy.
+                    Output::Command(Command::CloseConnection { .. }) => {
+                        prop_assert!(false, "a connection closed without a policy change");
+                    }
                     Output::Event(Event::SessionClosed { id, .. }) => {
                         *check.ended.entry(id).or_default() += 1;
                         check.closed += 1;
@@ -964,4 +1102,73 @@ fn connection_counts_forget_peers_that_left() {
         core.on_inbound_connection(conn(2004), PeerId::random(), false, ip),
         Err(super::ConnectionRefusal::Total)
     );
+}
+
+#[test]
+fn a_denied_network_cannot_connect_and_a_denied_peer_can() {
+    let foe = PeerId::random();
+    let mut config = config();
+    config.policy.deny_networks = vec!["198.51.100.0/24".parse().unwrap()];
+    config.policy.deny.insert(foe);
+    let mut core = RelayCore::new(PeerId::random(), config, Instant::now());
+    let ip = |a: [u8; 4]| Some(IpAddr::V4(Ipv4Addr::from(a)));
+    let refused = core
+        .on_inbound_connection(conn(1), PeerId::random(), false, ip([198, 51, 100, 7]))
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "the access policy refuses the connection's network"
+    );
+    // IPv4-mapped IPv6 is the same address.
+    let mapped = "::ffff:198.51.100.7".parse().ok();
+    assert!(core
+        .on_inbound_connection(conn(2), PeerId::random(), false, mapped)
+        .is_err());
+    // A denied peer connects, and hears PERMISSION_DENIED when it asks for anything.
+    core.on_inbound_connection(conn(3), foe, false, ip([192, 0, 2, 1]))
+        .expect("a denied peer id costs nothing to change: refused per request, not here");
+    core.on_inbound_connection(conn(4), PeerId::random(), false, ip([192, 0, 2, 1]))
+        .expect("anyone else connects");
+}
+
+#[test]
+fn a_policy_change_closes_the_connections_it_refuses_and_keeps_the_rest() {
+    let mut w = World::new(several_per_peer());
+    let relaying = w.relaying();
+    w.drain();
+    let mut next = w.core.config().clone();
+    next.policy.deny.insert(w.source);
+    w.core.set_config(next).unwrap();
+    let closes: Vec<_> = w
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Command(Command::CloseConnection { peer, connection }) => {
+                Some((peer, connection))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, [(w.source, conn(SOURCE_CONN))]);
+    assert!(
+        w.core.shared(&relaying).is_some(),
+        "the session ends when its connection closes, not before"
+    );
+    // Lifting the deny closes nothing more.
+    let mut lifted = w.core.config().clone();
+    lifted.policy.deny.clear();
+    w.core.set_config(lifted).unwrap();
+    assert!(w.drain().is_empty());
+}
+
+#[test]
+fn an_invalid_config_is_refused_whole() {
+    let mut w = World::new(config());
+    let before = w.core.config().clone();
+    let mut bad = before.clone();
+    bad.max_sessions = 0;
+    bad.policy.deny.insert(w.source);
+    assert!(w.core.set_config(bad).is_err());
+    assert_eq!(*w.core.config(), before);
+    assert!(w.drain().is_empty());
 }

@@ -1,6 +1,7 @@
 //! Sessions and reservations, free of I/O: ids, the table, admission decisions, rate limits and
 //! the public records ([`SessionInfo`], [`RelayStats`]) built from them.
 
+pub(crate) mod fair_share;
 mod id;
 pub(crate) mod origin;
 mod rate_limit;
@@ -23,7 +24,7 @@ pub(crate) use table::{Requester, SessionState, SessionTable};
 use crate::SessionLimits;
 
 /// One end of a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     /// The peer that asked for the circuit.
     Source,

@@ -72,6 +72,7 @@ impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
 /// address, IPv6 /64) have budget left.
 #[derive(Debug)]
 pub(crate) struct RequestLimiter {
+    rates: (Option<RequestRate>, Option<RequestRate>),
     per_peer: Option<KeyedBuckets<PeerId>>,
     per_ip: Option<KeyedBuckets<Block>>,
 }
@@ -79,8 +80,17 @@ pub(crate) struct RequestLimiter {
 impl RequestLimiter {
     pub(crate) fn new(per_peer: Option<RequestRate>, per_ip: Option<RequestRate>) -> Self {
         Self {
+            rates: (per_peer, per_ip),
             per_peer: per_peer.map(KeyedBuckets::new),
             per_ip: per_ip.map(KeyedBuckets::new),
+        }
+    }
+
+    /// Switches to new rates; when they differ from the current ones, every budget starts
+    /// full again.
+    pub(crate) fn set_rates(&mut self, per_peer: Option<RequestRate>, per_ip: Option<RequestRate>) {
+        if self.rates != (per_peer, per_ip) {
+            *self = Self::new(per_peer, per_ip);
         }
     }
 

@@ -12,7 +12,7 @@ use std::{
 
 use futures::task::AtomicWaker;
 
-use crate::SessionLimits;
+use crate::{SessionLimits, Side};
 
 /// Why the owner asked a session to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub struct SessionShared {
     pub(crate) target_to_source: AtomicU64,
     /// Time the copy loop spent waiting for the throttle, in nanoseconds.
     pub(crate) throttled_nanos: AtomicU64,
+    /// Times each direction (source to target, target to source) paused for its throttle: the
+    /// node-wide allocator's "held back" signal.
+    pauses: [AtomicU64; 2],
+    /// Each direction's share of the node-wide bandwidth, bytes per second; 0 = none (no
+    /// node-wide limit). The copy loop's rate is the smaller of it and the session's limit.
+    node_share: [AtomicU64; 2],
     bandwidth: AtomicU64,
     data_cap: AtomicU64,
     timeout_millis: AtomicU64,
@@ -81,6 +87,46 @@ impl SessionShared {
         self.limits_changed.load(Relaxed) && self.limits_changed.swap(false, Acquire)
     }
 
+    /// Records that the direction read by `reader` paused `nanos` for its throttle.
+    pub(crate) fn record_pause(&self, reader: Side, nanos: u64) {
+        self.throttled_nanos.fetch_add(nanos, Relaxed);
+        self.pauses[index(reader)].fetch_add(1, Relaxed);
+    }
+
+    /// Throttle pauses so far of the direction read by `reader`.
+    pub(crate) fn pauses(&self, reader: Side) -> u64 {
+        self.pauses[index(reader)].load(Relaxed)
+    }
+
+    /// Bytes delivered so far by the direction read by `reader`.
+    pub(crate) fn moved(&self, reader: Side) -> u64 {
+        match reader {
+            Side::Source => self.source_to_target.load(Relaxed),
+            Side::Target => self.target_to_source.load(Relaxed),
+        }
+    }
+
+    /// The session's own bandwidth limit (bytes per second and direction), if any.
+    pub(crate) fn bandwidth(&self) -> Option<u64> {
+        Some(self.bandwidth.load(Relaxed)).filter(|b| *b > 0)
+    }
+
+    /// The node-wide share of the direction read by `reader`, if one is set.
+    pub(crate) fn node_share(&self, reader: Side) -> Option<u64> {
+        Some(self.node_share[index(reader)].load(Relaxed)).filter(|s| *s > 0)
+    }
+
+    /// Sets (or with `None` removes) the node-wide share of the direction read by `reader`
+    /// (at least 1 byte per second); when it changed, wakes the copy loop so it applies at once.
+    pub(crate) fn set_node_share(&self, reader: Side, share: Option<u64>) {
+        let value = share.map_or(0, |s| s.max(1));
+        if self.node_share[index(reader)].swap(value, Relaxed) != value {
+            // Release: a copy loop that sees the flag (Acquire) sees the share stored above.
+            self.limits_changed.store(true, Release);
+            self.waker.wake();
+        }
+    }
+
     /// Asks the copy loop to end the session.
     pub(crate) fn request_close(&self, why: CloseRequest) {
         let _ = self.close.compare_exchange(0, why as u8, Relaxed, Relaxed);
@@ -115,6 +161,14 @@ impl SessionShared {
     }
 }
 
+/// The slot of the direction read by `reader`.
+fn index(reader: Side) -> usize {
+    match reader {
+        Side::Source => 0,
+        Side::Target => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +187,31 @@ mod tests {
         assert!(shared.take_limits_changed());
         assert!(!shared.take_limits_changed());
         assert_eq!(shared.limits(), SessionLimits::UNLIMITED);
+    }
+
+    #[test]
+    fn node_shares_are_per_direction_and_flag_only_changes() {
+        let shared = SessionShared::new(SessionLimits::UNLIMITED);
+        assert_eq!(shared.node_share(Side::Source), None);
+        shared.set_node_share(Side::Source, Some(500));
+        assert!(shared.take_limits_changed());
+        assert_eq!(shared.node_share(Side::Source), Some(500));
+        assert_eq!(shared.node_share(Side::Target), None);
+        // The same share again changes nothing: no wake-up for the copy loop.
+        shared.set_node_share(Side::Source, Some(500));
+        assert!(!shared.take_limits_changed());
+        // A zero share is one byte per second, not "no limit".
+        shared.set_node_share(Side::Target, Some(0));
+        assert_eq!(shared.node_share(Side::Target), Some(1));
+        shared.set_node_share(Side::Source, None);
+        assert!(shared.take_limits_changed());
+        assert_eq!(shared.node_share(Side::Source), None);
+        shared.record_pause(Side::Target, 7);
+        assert_eq!(
+            (shared.pauses(Side::Source), shared.pauses(Side::Target)),
+            (0, 1)
+        );
+        assert_eq!(shared.throttled(), Duration::from_nanos(7));
     }
 
     #[test]

@@ -529,6 +529,13 @@ impl SessionTable {
         }
     }
 
+    /// Follows a new configuration: request rates and live sessions' limits.
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
+        self.limiter
+            .set_rates(config.request_rate_per_peer, config.request_rate_per_ip);
+        self.apply_limits(config);
+    }
+
     /// Applies new limits to every live session (each gets the limits between its two peers).
     pub(crate) fn apply_limits(&self, config: &Config) {
         for s in self.sessions.values() {

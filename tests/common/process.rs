@@ -1,6 +1,8 @@
-//! The one process harness: the example relay peer (`relay_node`) as a real OS process. It reads
-//! the peer id and address from stdout, keeps the log (stderr, echoed to the test's output),
-//! sends signals and waits for the exit, every wait bounded.
+//! The one process harness: the `macula-relay` binary as a real OS process (Cargo builds it for
+//! the integration tests: `CARGO_BIN_EXE_macula-relay`). It reads the peer id and address from
+//! stdout, keeps the log (stderr, echoed to the test's output), sends signals and waits for the
+//! exit, every wait bounded. Each process gets its own data directory (`STATE_DIRECTORY`, a
+//! temporary directory), so its identity is its own and nothing is written outside it.
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -15,29 +17,24 @@ use libp2p::{core::multiaddr::Protocol, Multiaddr, PeerId};
 /// How long a test waits for a process to print, log or exit.
 pub const PROCESS_WAIT: Duration = Duration::from_secs(30);
 
-/// Path of the example binary built next to the test binaries (`cargo build --examples`).
+/// Path of the `macula-relay` binary, built by Cargo for the integration tests.
 pub fn relay_node_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir")
-        .join("examples")
-        .join(format!("relay_node{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --examples` (scripts/test.sh does)",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_BIN_EXE_macula-relay"))
 }
 
 /// Runs the binary to completion (`--print-config`, bad configs, `ctl`), bounded by
-/// [`PROCESS_WAIT`].
+/// [`PROCESS_WAIT`], with a data directory of its own.
 pub fn run_to_end(args: &[&str]) -> Output {
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    run_to_end_in(args, data_dir.path())
+}
+
+/// [`run_to_end`] with `data_dir` as its default data directory (`STATE_DIRECTORY`).
+pub fn run_to_end_in(args: &[&str], data_dir: &std::path::Path) -> Output {
     let mut child = Command::new(relay_node_binary())
         .args(args)
         .env("RUST_LOG", "info")
+        .env("STATE_DIRECTORY", data_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,6 +95,8 @@ pub struct RelayProcess {
     stdout_lines: Arc<Mutex<Vec<String>>>,
     log: Arc<Mutex<String>>,
     log_lines: mpsc::Receiver<String>,
+    /// Its default data directory (identity key), removed on drop.
+    pub data_dir: tempfile::TempDir,
 }
 
 impl RelayProcess {
@@ -112,9 +111,17 @@ impl RelayProcess {
 
     /// [`start`](Self::start) with `args` only.
     pub fn start_as_is(args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        Self::start_in(args, data_dir)
+    }
+
+    /// [`start_as_is`](Self::start_as_is) with `data_dir` as its default data directory (a
+    /// restart in the same directory keeps the identity).
+    pub fn start_in(args: &[&str], data_dir: tempfile::TempDir) -> Self {
         let binary = relay_node_binary();
         let mut child = Command::new(&binary)
             .args(args)
+            .env("STATE_DIRECTORY", data_dir.path())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -164,6 +171,7 @@ impl RelayProcess {
             stdout_lines,
             log,
             log_lines,
+            data_dir,
         }
     }
 
@@ -204,11 +212,25 @@ impl RelayProcess {
 
     /// Sends it SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends it a signal (`"HUP"`, `"TERM"`, ...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Stops it (SIGKILL) and waits for the exit, handing back its data directory for a
+    /// restart.
+    pub fn kill_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("temporary directory");
+        std::mem::replace(&mut self.data_dir, placeholder)
     }
 
     /// Waits (bounded by [`PROCESS_WAIT`], off the runtime's threads) for it to exit.
