@@ -165,6 +165,10 @@ pub async fn run_reloadable(
     let metrics = Metrics::new(&mut registry);
     crate::metrics::register_build_info(&mut registry);
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+    #[cfg(feature = "registry")]
+    if let Some(registry) = swarm.behaviour_mut().registry.as_mut() {
+        registry.keep_kad_events();
+    }
     let mut node = NodeState {
         config,
         websocket_tls,
@@ -285,6 +289,12 @@ pub async fn run_reloadable(
         );
         // The registry follows the relay's status and load (registers, republishes, withdraws).
         swarm.behaviour_mut().sync_registry();
+        #[cfg(feature = "registry")]
+        if let Some(registry) = swarm.behaviour_mut().registry.as_mut() {
+            for event in registry.take_kad_events() {
+                libp2p_metrics.record(&event);
+            }
+        }
         if let Some(d) = &drain {
             let stats = swarm.behaviour().relay.stats();
             let live = stats.active_sessions + stats.pending_sessions;

@@ -297,6 +297,18 @@ async fn the_metrics_listener_needs_no_token_and_its_readyz_follows_the_relay() 
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // Another node joining the DHT through this one: its Kademlia metrics count.
+    let addr = node.addr.to_string();
+    let _joining = RelayProcess::start(&["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr]);
+    eventually(
+        "Kademlia metrics of the joining node's requests",
+        || async {
+            let text = open.metrics().await.ok()?;
+            text.contains("libp2p_kad_inbound_requests_total{request=\"FindNode\"}")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(open.ready().await.unwrap().status, "ready");
     // Nothing but reading: the admin endpoints are not there.
     let stats = open.raw("GET", "/stats", None).await.unwrap();

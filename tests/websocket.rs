@@ -120,6 +120,32 @@ async fn a_rust_client_reserves_over_ws_and_tls_ws() {
     assert_eq!(&reserve_over(wss, Some(&der)).await, wss);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_renewed_certificate_at_the_same_paths() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _first) = self_signed(dir.path());
+    let relay = RelayProcess::start(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/tls/ws",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    // Renewed in place, as certbot does: same paths, a new certificate and key.
+    let renewed = tempfile::tempdir().unwrap();
+    let (new_cert, new_key, second) = self_signed(renewed.path());
+    fs::copy(&new_cert, &cert).unwrap();
+    fs::copy(&new_key, &key).unwrap();
+    relay.signal("HUP");
+    relay.wait_log("the reload applied", |l| {
+        l.contains("configuration applied").then_some(())
+    });
+    // A client trusting only the new certificate reserves: the node serves it now.
+    assert_eq!(&reserve_over(&relay.addr, Some(&second)).await, &relay.addr);
+}
+
 #[test]
 fn certificates_the_node_cannot_use_stop_it_before_it_listens() {
     let dir = tempfile::tempdir().unwrap();

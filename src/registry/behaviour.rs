@@ -105,6 +105,8 @@ pub struct Behaviour {
     pub(super) direct: HashMap<PeerId, HashSet<ConnectionId>>,
     pub(super) sessions: HashMap<ConnectionId, PeerId>,
     next_id: u64,
+    /// Copies of the Kademlia events, for the owner's metrics, if asked for.
+    kad_log: Option<VecDeque<kad::Event>>,
     pub(super) queue: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
     timer: Delay,
     waker: Option<Waker>,
@@ -164,6 +166,7 @@ impl Behaviour {
             direct: HashMap::new(),
             sessions: HashMap::new(),
             next_id: 0,
+            kad_log: None,
             queue: VecDeque::new(),
             timer: Delay::new(TICK),
             waker: None,
@@ -219,6 +222,19 @@ impl Behaviour {
         self.schedule.is_registered()
     }
 
+    /// From now on, keep a copy of every event of the shared Kademlia behaviour (the
+    /// registry's own queries too) for [`take_kad_events`](Self::take_kad_events): the owner
+    /// records them with `libp2p-metrics`. At most 1024 are kept between two calls (the oldest
+    /// are dropped).
+    pub fn keep_kad_events(&mut self) {
+        self.kad_log.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The Kademlia events since the last call (see [`keep_kad_events`](Self::keep_kad_events)).
+    pub fn take_kad_events(&mut self) -> impl Iterator<Item = kad::Event> + '_ {
+        self.kad_log.iter_mut().flat_map(|log| log.drain(..))
+    }
+
     /// The relays known from the last discoveries, best first.
     pub fn known_relays(&self) -> Vec<RelayCandidate> {
         super::rank::rank(self.known.values().cloned())
@@ -254,6 +270,12 @@ impl Behaviour {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        if let Some(log) = self.kad_log.as_mut() {
+            if log.len() >= MAX_KAD_LOG {
+                log.pop_front();
+            }
+            log.push_back(event.clone());
+        }
         match event {
             kad::Event::OutboundQueryProgressed {
                 id,
@@ -315,6 +337,9 @@ impl Behaviour {
         }
     }
 }
+
+/// Most Kademlia events kept for [`Behaviour::take_kad_events`] between two calls.
+const MAX_KAD_LOG: usize = 1024;
 
 /// Most peers remembered for address learning.
 const MAX_REMEMBERED_PEERS: usize = 1024;
