@@ -64,6 +64,12 @@ impl Health {
         self.0.last_report.store(ms, Ordering::Release);
     }
 
+    /// The relay's status changed (an admin request enabled or disabled it): the next answer
+    /// says so, without waiting for the loop's next report.
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.0.enabled.store(enabled, Ordering::Relaxed);
+    }
+
     /// The answer at `now`.
     pub(crate) fn verdict(&self, now: Instant) -> Verdict {
         let last = self.0.last_report.load(Ordering::Acquire);

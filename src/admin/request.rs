@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use super::api::{
     ClosedView, DisableRequest, EnableRequest, ReservationView, SessionView, StatsView,
 };
+use super::health::Health;
 use crate::{metrics::Metrics, Behaviour, EnableOptions, SessionId};
 
 /// The longest drain a `POST /disable` may ask for (the wire's u32 seconds).
@@ -20,6 +21,9 @@ const MAX_DRAIN_SECS: f64 = u32::MAX as f64;
 pub struct AdminRequest {
     pub(crate) kind: RequestKind,
     pub(crate) reply: oneshot::Sender<Reply>,
+    /// The server's health state, brought up to date before the answer goes out, so that a
+    /// `/healthz` or `/readyz` right after `POST /disable` already says disabled.
+    pub(crate) health: Health,
 }
 
 /// The operations of the admin API.
@@ -83,6 +87,7 @@ impl AdminRequest {
     /// endpoint answers 404.
     pub fn apply(self, relay: &mut Behaviour, metrics: Option<(&Metrics, &Registry)>) {
         let reply = answer(self.kind, relay, metrics);
+        self.health.set_enabled(relay.is_enabled());
         // The HTTP client may have gone away; nothing to do then.
         let _ = self.reply.send(reply);
     }

@@ -222,7 +222,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn ask(state: &AppState, kind: RequestKind) -> Response {
     let (reply, answer) = oneshot::channel();
-    let request = AdminRequest { kind, reply };
+    let request = AdminRequest {
+        kind,
+        reply,
+        health: state.health.clone(),
+    };
     if state.requests.send(request).await.is_err() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
