@@ -43,6 +43,7 @@ const EXPECTED = {
     ids: ['py-01', 'py-02', 'py-03', 'py-04',
       'pymix-01', 'pymix-02', 'pymix-03', 'pymix-04', 'pymix-05', 'pymix-06', 'pymix-07', 'pymix-08']
   },
+  registry_js: { file: 'tests/interop_registry_js.rs', ids: ['regjs-01', 'regjs-02'] },
   dcutr: { file: 'tests/dcutr.rs', ids: ['dcutr-01'] },
   browser: { file: 'tests/browser.rs', ids: ['br-01', 'br-02', 'br-03', 'br-04', 'br-05', 'br-06', 'br-07'] }
 }

@@ -80,8 +80,9 @@ pub type NodeRegistry = crate::registry::Behaviour;
 #[cfg(not(feature = "registry"))]
 pub type NodeRegistry = libp2p::swarm::dummy::Behaviour;
 
-/// The DHT protocol of relay nodes' Kademlia.
-#[cfg(feature = "registry")]
+/// The default DHT protocol of relay nodes' Kademlia (the relay fleet's own DHT);
+/// [`RelayNodeBuilder::kad_protocol`] picks another, e.g. `/ipfs/kad/1.0.0` to join a DHT of
+/// other implementations.
 pub const KAD_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/macula/kad/1.0.0");
 
 impl RelayNodeBehaviour {
@@ -329,6 +330,8 @@ pub struct RelayNodeBuilder {
     websocket_tls: Option<WebsocketTls>,
     #[cfg(feature = "registry")]
     registry: Option<crate::registry::RegistryConfig>,
+    #[cfg(feature = "registry")]
+    kad_protocol: libp2p::StreamProtocol,
     bootstrap: Vec<Multiaddr>,
 }
 
@@ -352,6 +355,8 @@ impl RelayNodeBuilder {
             websocket_tls: None,
             #[cfg(feature = "registry")]
             registry: None,
+            #[cfg(feature = "registry")]
+            kad_protocol: KAD_PROTOCOL,
             bootstrap: Vec::new(),
         }
     }
@@ -363,12 +368,23 @@ impl RelayNodeBuilder {
         self
     }
 
-    /// Runs the relay registry (and Kademlia, protocol [`KAD_PROTOCOL`]) with this
-    /// configuration: the node registers as a relay when enabled and capable, and serves as a
+    /// Runs the relay registry (and Kademlia, protocol [`kad_protocol`](Self::kad_protocol))
+    /// with this configuration: the node registers as a relay when enabled and capable, and serves as a
     /// DHT (bootstrap) node. Off by default.
     #[cfg(feature = "registry")]
     pub fn registry(mut self, config: crate::registry::RegistryConfig) -> Self {
         self.registry = Some(config);
+        self
+    }
+
+    /// The DHT protocol of the registry's Kademlia (default [`KAD_PROTOCOL`],
+    /// `/macula/kad/1.0.0`); every peer of one DHT speaks the same one. `/ipfs/kad/1.0.0` joins
+    /// the IPFS DHT, or any DHT of other implementations speaking it (the registry's default
+    /// `PublishMode::Providers` needs only provider records there). Does not turn the registry
+    /// on.
+    #[cfg(feature = "registry")]
+    pub fn kad_protocol(mut self, protocol: libp2p::StreamProtocol) -> Self {
+        self.kad_protocol = protocol;
         self
     }
 
@@ -459,7 +475,7 @@ impl RelayNodeBuilder {
         let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
         let config = self.config;
         #[cfg(feature = "registry")]
-        let registry_config = self.registry;
+        let (registry_config, kad_protocol) = (self.registry, self.kad_protocol);
         let max_memory_bytes = self.max_memory_bytes;
         let transport = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
         let websocket = websocket_transport(
@@ -504,7 +520,7 @@ impl RelayNodeBuilder {
             autonat_server: autonat::v2::server::Behaviour::default(),
             #[cfg(feature = "registry")]
             registry: registry_config
-                .map(|c| crate::registry::Behaviour::with_protocol(key, KAD_PROTOCOL, c))
+                .map(|c| crate::registry::Behaviour::with_protocol(key, kad_protocol.clone(), c))
                 .into(),
             #[cfg(not(feature = "registry"))]
             registry: None.into(),

@@ -148,6 +148,7 @@ pub async fn run_reloadable(
     #[cfg(feature = "registry")]
     if config.registry {
         builder = builder.registry(Default::default());
+        builder = builder.kad_protocol(config.kad_protocol.clone());
         for addr in &config.bootstrap {
             builder = builder.bootstrap(addr.clone());
         }

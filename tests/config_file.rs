@@ -51,6 +51,7 @@ tls_cert = "/etc/macula-relay/fullchain.pem"
 tls_key = "/etc/macula-relay/privkey.pem"
 registry = true
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWCEiWvQTgGEhwdioXhuLwGFZZadtCKktdtcLpHGokhc3V"]
+kad_protocol = "/ipfs/kad/1.0.0"
 
 [[tiers]]
 name = "trusted"
@@ -127,6 +128,7 @@ fn every_key_round_trips() {
     assert_eq!(relay.exempt_networks().len(), 2);
     assert!(config.registry);
     assert_eq!(config.bootstrap.len(), 1);
+    assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
 
     // Library: printed and read back, the same configuration, with every key present.
     let printed = config.to_toml();
@@ -274,6 +276,14 @@ fn bad_values_are_refused_with_the_key_name() {
         ("exempt_networks = [\"10.0.0.0\"]", "exempt_networks"),
         ("exempt_networks = [\"10.0.0.0/33\"]", "exempt_networks"),
         ("allow_private_addrs = \"yes\"", "allow_private_addrs"),
+        ("kad_protocol = \"ipfs/kad/1.0.0\"", "kad_protocol"),
+        ("kad_protocol = \"/\"", "kad_protocol"),
+        ("kad_protocol = \"/ipfs kad\"", "kad_protocol"),
+        ("kad_protocol = 1", "kad_protocol"),
+        (
+            "registry = false\nkad_protocol = \"/ipfs/kad/1.0.0\"",
+            "kad_protocol",
+        ),
     ];
     for (text, key) in cases {
         let error = resolve(text).unwrap_err();

@@ -255,8 +255,10 @@ async fn forged_replayed_and_expired_records_are_refused_and_withdrawal_replaces
     let own = attacker.peer_id;
     let expired = RelayRecord {
         peer: own,
-        issued_at_ms: now - 1_200_000,
-        expires_at_ms: now - 600_000,
+        addrs: vec![attacker.addr.clone().with_p2p(own).unwrap_or_else(|a| a)],
+        // Past its expiry by more than the tolerated clock skew.
+        issued_at_ms: now - 1_800_000 - registry::DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64,
+        expires_at_ms: now - 1_200_000 - registry::DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64,
         ..registry::open(&v2).unwrap().0
     }
     .sign(&attacker_key)

@@ -26,6 +26,7 @@
 //! tls_key = "/etc/macula-relay/privkey.pem"
 //! registry = true            # relay registry on Kademlia (docs/registry.md)
 //! bootstrap = ["/ip4/203.0.113.1/tcp/4001/p2p/12D3KooW..."]  # DHT peers to join through
+//! kad_protocol = "/macula/kad/1.0.0"  # the DHT's protocol; "/ipfs/kad/1.0.0" for the IPFS DHT
 //! total_bandwidth = 12500000  # the whole node, bytes per second; 0 = unlimited
 //! deny_networks = ["198.51.100.0/24"]
 //! request_rate_per_ip = "120/250ms"  # or "off"
@@ -254,6 +255,12 @@ pub struct NodeSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Option<Vec<String>>,
+    /// The DHT protocol of the registry's Kademlia (default `/macula/kad/1.0.0`, the relay
+    /// fleet's own DHT). Every peer of one DHT speaks the same one: `/ipfs/kad/1.0.0` joins the
+    /// IPFS DHT, or another implementation's DHT speaking it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub kad_protocol: Option<String>,
 }
 
 /// The keys `ctl limits` shows and sets: how much the relay takes on.
@@ -388,6 +395,20 @@ mod tests {
         assert_eq!(config.listen, RelayNodeBuilder::default_listen_addrs());
         assert_eq!(config.admin, None);
         assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn the_dht_protocol_defaults_to_ours_and_needs_a_restart_to_change() {
+        let ours = NodeSettings::default().resolve().unwrap();
+        assert_eq!(ours.kad_protocol, crate::node::KAD_PROTOCOL);
+        let ipfs = NodeSettings {
+            kad_protocol: Some("/ipfs/kad/1.0.0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(ipfs.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+        assert_eq!(ours.restart_keys(&ipfs), vec!["kad_protocol"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
 use super::{
     values::{OriginCaps, RateSetting, TierSetting},
@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     admin::AdminSettings,
-    node::{bootstrap_peers, check_websocket_tls, WebsocketTls},
+    node::{bootstrap_peers, check_websocket_tls, WebsocketTls, KAD_PROTOCOL},
     AccessPolicy, Config, ConfigError, NodeError, RelayNodeBuilder, SessionLimits,
 };
 
@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub registry: bool,
     /// DHT peers to join through.
     pub bootstrap: Vec<Multiaddr>,
+    /// The DHT protocol of the registry's Kademlia.
+    pub kad_protocol: StreamProtocol,
     /// The limit tiers as written (their peers' limits are in `relay`'s policy).
     pub tiers: Vec<TierSetting>,
     /// The relay's configuration: limits, caps, rates and policy.
@@ -168,6 +170,13 @@ impl NodeSettings {
         if !registry && !bootstrap.is_empty() {
             return Err(NodeConfigError::key("bootstrap", "needs registry = true"));
         }
+        let kad_protocol = kad_protocol(self.kad_protocol)?;
+        if !registry && kad_protocol != KAD_PROTOCOL {
+            return Err(NodeConfigError::key(
+                "kad_protocol",
+                "needs registry = true",
+            ));
+        }
         let tiers = self.tiers.unwrap_or_default();
         let relay = relay_config(RelaySettings {
             max_sessions: self.max_sessions,
@@ -210,6 +219,7 @@ impl NodeSettings {
             tls_key: self.tls_key,
             registry,
             bootstrap,
+            kad_protocol,
             tiers,
             relay,
         })
@@ -447,6 +457,7 @@ impl NodeConfig {
             tls_key: self.tls_key.clone(),
             registry: Some(self.registry),
             bootstrap: Some(strings(&self.bootstrap)),
+            kad_protocol: Some(self.kad_protocol.to_string()),
         }
     }
 
@@ -458,7 +469,7 @@ impl NodeConfig {
     }
 
     /// The keys whose change `next` makes but a running node cannot apply (listen addresses,
-    /// identity, admin and metrics listeners, log format, registry): a reload keeps their
+    /// identity, admin and metrics listeners, log format, registry and its DHT): a reload keeps their
     /// current values, and the log names them.
     pub fn restart_keys(&self, next: &NodeConfig) -> Vec<&'static str> {
         let mut keys = Vec::new();
@@ -480,6 +491,7 @@ impl NodeConfig {
         check("log_format", self.log_format != next.log_format);
         check("registry", self.registry != next.registry);
         check("bootstrap", self.bootstrap != next.bootstrap);
+        check("kad_protocol", self.kad_protocol != next.kad_protocol);
         check(
             "tls_cert",
             self.tls_cert.is_some() != next.tls_cert.is_some(),
@@ -513,6 +525,28 @@ fn socket_addr(key: &str, value: Option<String>) -> Result<Option<SocketAddr>, N
                 .map_err(|e| NodeConfigError::key(key, format!("{a:?} is not ip:port: {e}")))
         })
         .transpose()
+}
+
+/// The DHT protocol: a protocol name, `/` and a name without spaces (default [`KAD_PROTOCOL`]).
+fn kad_protocol(value: Option<String>) -> Result<StreamProtocol, NodeConfigError> {
+    match value {
+        None => Ok(KAD_PROTOCOL),
+        Some(name)
+            if !name.starts_with('/')
+                || name.len() < 2
+                || name.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Err(NodeConfigError::key(
+                "kad_protocol",
+                format!(
+                    "{name:?} is not a protocol name: `/` and a name without spaces, e.g. \
+                     /ipfs/kad/1.0.0"
+                ),
+            ))
+        }
+        Some(name) => StreamProtocol::try_from_owned(name)
+            .map_err(|e| NodeConfigError::key("kad_protocol", e)),
+    }
 }
 
 /// Bootstrap addresses: multiaddrs ending with `/p2p/<peer id>`.

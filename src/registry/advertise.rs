@@ -31,7 +31,9 @@ impl Behaviour {
         let limits = config.limits();
         // Capable: a confirmed external address or operator-set endpoints, and something the
         // relay's address hygiene lets it announce.
-        let addrs = relay.advertised_addrs();
+        let mut addrs = relay.advertised_addrs();
+        // Readers refuse a record with more addresses than this: the signer keeps the first.
+        addrs.truncate(super::config::MAX_RECORD_ADDRS);
         let capable = !addrs.is_empty()
             && (self
                 .external
@@ -139,14 +141,19 @@ impl Behaviour {
             &self.config.namespace,
             shard_of(&self.local, self.config.shards),
         );
-        match self.inner.kad.start_providing(key.clone()) {
+        self.provided_shard = Some(key.clone());
+        match self.inner.kad.start_providing(key) {
             Ok(query) => {
                 self.queries.insert(query, Query::ProvideShard);
+                self.reprovide_at = Some(now + self.config.reprovide_interval);
             }
-            Err(e) => tracing::warn!("cannot provide the shard key: {e}"),
+            Err(e) => {
+                // The local provider store is full (other peers' records): try again soon
+                // rather than at the next renewal.
+                tracing::warn!("cannot provide the shard key: {e}; retrying");
+                self.reprovide_at = Some(now + super::behaviour::PUBLISH_RETRY);
+            }
         }
-        self.provided_shard = Some(key);
-        self.reprovide_at = Some(now + self.config.reprovide_interval);
     }
 
     /// In records mode, puts the signed record (or withdrawal) under the relay's record key.

@@ -49,7 +49,7 @@ const TICK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub(super) enum Query {
     /// A shard's `GET_PROVIDERS` in a discovery.
-    Shard(DiscoveryId),
+    Shard(DiscoveryId, u16),
     /// A relay record's `GET_VALUE` in a discovery (records mode).
     Record(DiscoveryId, PeerId),
     /// The target's locator `GET_PROVIDERS` in a session request.
@@ -90,7 +90,9 @@ pub struct Behaviour {
     pub(super) discoveries: HashMap<DiscoveryId, Discovery>,
     pub(super) queries: HashMap<QueryId, Query>,
     pub(super) fetches: HashMap<OutboundRequestId, (DiscoveryId, PeerId, Instant)>,
-    pub(super) known: HashMap<PeerId, RelayCandidate>,
+    pub(super) known: HashMap<PeerId, Known>,
+    /// What this reader saw of providers and relays (negative cache, failed reservations).
+    pub(super) trust: super::trust::Trust,
     // Client side.
     pub(super) plan: ReservationPlan,
     pub(super) listeners: HashMap<ListenerId, PeerId>,
@@ -166,6 +168,7 @@ impl Behaviour {
             direct: HashMap::new(),
             sessions: HashMap::new(),
             next_id: 0,
+            trust: Default::default(),
             kad_log: None,
             queue: VecDeque::new(),
             timer: Delay::new(TICK),
@@ -235,9 +238,19 @@ impl Behaviour {
         self.kad_log.iter_mut().flat_map(|log| log.drain(..))
     }
 
-    /// The relays known from the last discoveries, best first.
+    /// The relays known from the last discoveries, best first by what this reader saw of them
+    /// ([`rank_by_experience`](super::rank_by_experience)). A relay leaves this list when a
+    /// discovery finds it gone (withdrawn, or its record unreadable), when a reservation on it
+    /// fails, or [`KNOWN_LIFETIME`] after a discovery last confirmed it.
     pub fn known_relays(&self) -> Vec<RelayCandidate> {
-        super::rank::rank(self.known.values().cloned())
+        let now = Instant::now();
+        super::rank::rank_by_experience(
+            self.known
+                .values()
+                .filter(|k| now.saturating_duration_since(k.confirmed) < KNOWN_LIFETIME)
+                .map(|k| k.candidate.clone()),
+            &self.trust,
+        )
     }
 
     pub(super) fn next_id(&mut self) -> u64 {
@@ -257,6 +270,7 @@ impl Behaviour {
 
     fn on_tick(&mut self, now: Instant) {
         self.drive_relay(now);
+        self.expire_discoveries(now);
         self.drive_reservations(now);
         self.freshness
             .prune(super::record::unix_ms(std::time::SystemTime::now()));
@@ -288,8 +302,8 @@ impl Behaviour {
                     self.queries.remove(&id);
                 }
                 match query {
-                    Query::Shard(discovery) => {
-                        self.on_shard_result(discovery, result, step.last, &stats)
+                    Query::Shard(discovery, shard) => {
+                        self.on_shard_result(discovery, shard, result, step.last, &stats)
                     }
                     Query::Record(discovery, relay) => {
                         self.on_record_result(discovery, relay, result, step.last, &stats)
@@ -336,6 +350,17 @@ impl Behaviour {
             other => self.emit(Event::Kad(Box::new(other))),
         }
     }
+}
+
+/// How long a discovered relay stays in [`Behaviour::known_relays`] without a discovery
+/// confirming it again.
+pub const KNOWN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// A relay a discovery found, and when.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub(super) candidate: RelayCandidate,
+    pub(super) confirmed: Instant,
 }
 
 /// Most Kademlia events kept for [`Behaviour::take_kad_events`] between two calls.
@@ -419,7 +444,7 @@ impl NetworkBehaviour for Behaviour {
             effective_role,
         )?;
         if let Some(known) = maybe_peer.and_then(|p| self.known.get(&p)) {
-            addrs.extend(known.addrs().iter().cloned());
+            addrs.extend(known.candidate.addrs().iter().cloned());
         }
         Ok(addrs)
     }

@@ -86,6 +86,28 @@ impl Behaviour {
                 self.provide_locator();
             }
         }
+        // A relay that never answers (frozen, or a listener the transport never started)
+        // does not hold a slot forever.
+        for relay in self.plan.timed_out(now) {
+            let listener = self
+                .listeners
+                .iter()
+                .find(|(_, r)| **r == relay)
+                .map(|(l, _)| *l);
+            if let Some(id) = listener {
+                self.listeners.remove(&id);
+                self.queue.push_back(ToSwarm::RemoveListener { id });
+            }
+            self.reservation_failed(
+                relay,
+                None,
+                format!(
+                    "no answer within {} s",
+                    super::plan::RESERVATION_TIMEOUT.as_secs()
+                ),
+                now,
+            );
+        }
         if self.plan.needs_more() && self.rediscover_at.is_some_and(|at| now >= at) {
             self.apply_plan(now);
         }
@@ -96,17 +118,17 @@ impl Behaviour {
             return;
         }
         let ranked = self.known_relays();
-        for relay in self.plan.choose(&ranked, now) {
+        for relay in self.plan.choose(&ranked, now, &mut rand::thread_rng()) {
             let Some(addr) = self
                 .known
                 .get(&relay)
-                .and_then(|c| c.addrs().first().cloned())
+                .and_then(|k| k.candidate.addrs().first().cloned())
             else {
                 continue;
             };
             let opts = ListenOpts::new(addr.with(Protocol::P2pCircuit));
             self.listeners.insert(opts.listener_id(), relay);
-            self.plan.on_requested(relay);
+            self.plan.on_requested(relay, now);
             tracing::debug!(%relay, "reserving on relay");
             self.queue.push_back(ToSwarm::ListenOn { opts });
         }
@@ -155,7 +177,7 @@ impl Behaviour {
             .or_else(|| {
                 self.known
                     .get(&relay)
-                    .and_then(|c| c.addrs().first().cloned())
+                    .and_then(|k| k.candidate.addrs().first().cloned())
             })
             .map(|a| match a.iter().last() {
                 Some(Protocol::P2p(_)) => a,
@@ -331,6 +353,18 @@ impl Behaviour {
                 };
                 self.on_reservation_closed(*listener_id, error);
             }
+            // `listen_on` refused the circuit address (no relay-client transport, an address the
+            // transport cannot use): the swarm reports it here, and nothing else follows.
+            FromSwarm::ListenerError(libp2p::swarm::ListenerError { listener_id, err }) => {
+                if let Some(relay) = self.listeners.remove(listener_id) {
+                    self.reservation_failed(
+                        relay,
+                        None,
+                        format!("cannot listen through the relay: {err}"),
+                        Instant::now(),
+                    );
+                }
+            }
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -411,6 +445,7 @@ impl Behaviour {
         if !self.plan.on_accepted(relay) {
             return;
         }
+        self.trust.reservation_succeeded(&relay);
         tracing::info!(%relay, %addr, "reservation accepted");
         self.emit(Event::ReservationAccepted {
             relay,
@@ -427,14 +462,35 @@ impl Behaviour {
         let Some(relay) = self.listeners.remove(&listener) else {
             return;
         };
-        let now = Instant::now();
+        let status = error.and_then(|e| status_in(e));
+        let text = error
+            .map(|e| describe(e))
+            .unwrap_or_else(|| "reservation ended".into());
+        self.reservation_failed(relay, status, text, Instant::now());
+    }
+
+    /// A reservation on `relay` was refused, never answered, or ended: the slot is freed, the
+    /// relay backs off and counts a failure, [`Event::ReservationLost`] says why, and another
+    /// relay is tried.
+    fn reservation_failed(
+        &mut self,
+        relay: PeerId,
+        status: Option<crate::Status>,
+        error: String,
+        now: Instant,
+    ) {
+        let was_active = self
+            .plan
+            .held()
+            .any(|(r, h)| *r == relay && *h == super::plan::Held::Active);
         self.plan.on_lost(relay, now);
+        if !was_active {
+            self.trust.reservation_failed(relay);
+        }
         let failure = RelayFailure {
             relay,
-            status: error.and_then(|e| status_in(e)),
-            error: error
-                .map(|e| describe(e))
-                .unwrap_or_else(|| "reservation ended".into()),
+            status,
+            error,
         };
         tracing::info!(%failure, "reservation lost");
         self.emit(Event::ReservationLost { failure });

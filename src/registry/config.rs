@@ -30,13 +30,17 @@ pub const DEFAULT_REPROVIDE_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Default number of relay candidates a discovery looks for before it stops reading shards.
 pub const DEFAULT_DISCOVERY_TARGET: usize = 8;
 /// Default number of shard keys a discovery reads in parallel per round.
-pub const DEFAULT_SHARDS_PER_ROUND: usize = 2;
+pub const DEFAULT_SHARDS_PER_ROUND: usize = 4;
 /// Default maximum number of records one discovery fetches or looks up.
-pub const DEFAULT_MAX_RECORD_READS: usize = 16;
+pub const DEFAULT_MAX_RECORD_READS: usize = 32;
+/// Default number of record reads one discovery has in flight at once.
+pub const DEFAULT_PARALLEL_READS: usize = 8;
 /// Default timeout of one record fetch from a relay.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline of a discovery: it then reports what it has read.
+pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(8);
 /// Default tolerated clock difference: a record issued further in the future is refused.
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 /// Default number of relays a reachable-via-relay peer reserves on.
 pub const DEFAULT_RESERVATIONS: usize = 2;
 /// Largest signed record accepted, in bytes.
@@ -101,6 +105,8 @@ pub struct RegistryConfig {
     pub(crate) shards_per_round: usize,
     pub(crate) max_record_reads: usize,
     pub(crate) fetch_timeout: Duration,
+    pub(crate) parallel_reads: usize,
+    pub(crate) discovery_timeout: Duration,
     pub(crate) max_clock_skew: Duration,
     pub(crate) reservations: usize,
     pub(crate) other_records: OtherRecords,
@@ -120,6 +126,8 @@ impl Default for RegistryConfig {
             shards_per_round: DEFAULT_SHARDS_PER_ROUND,
             max_record_reads: DEFAULT_MAX_RECORD_READS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            parallel_reads: DEFAULT_PARALLEL_READS,
+            discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             reservations: DEFAULT_RESERVATIONS,
             other_records: OtherRecords::Store,
@@ -163,6 +171,11 @@ impl RegistryConfig {
         self.reservations
     }
 
+    /// A discovery's deadline.
+    pub fn discovery_timeout(&self) -> Duration {
+        self.discovery_timeout
+    }
+
     fn validate(&self) -> Result<(), RegistryConfigError> {
         if !self.namespace.starts_with('/') {
             return Err(RegistryConfigError::Namespace);
@@ -172,6 +185,7 @@ impl RegistryConfig {
             (self.discovery_target, "discovery_target"),
             (self.shards_per_round, "shards_per_round"),
             (self.max_record_reads, "max_record_reads"),
+            (self.parallel_reads, "parallel_reads"),
             (self.reservations, "reservations"),
         ] {
             if value == 0 {
@@ -182,6 +196,7 @@ impl RegistryConfig {
             (self.record_ttl, "record_ttl"),
             (self.reprovide_interval, "reprovide_interval"),
             (self.fetch_timeout, "fetch_timeout"),
+            (self.discovery_timeout, "discovery_timeout"),
         ] {
             if value.is_zero() {
                 return Err(RegistryConfigError::Zero(name));
@@ -251,12 +266,25 @@ impl RegistryConfigBuilder {
         self.config.shards_per_round = n;
         self
     }
-    /// Records one discovery reads at most (default 16).
+    /// Records one discovery reads at most (default [`DEFAULT_MAX_RECORD_READS`]).
     pub fn max_record_reads(mut self, n: usize) -> Self {
         self.config.max_record_reads = n;
         self
     }
-    /// Timeout of one record fetch (default 10 s).
+    /// Record reads one discovery has in flight at once (default [`DEFAULT_PARALLEL_READS`]).
+    pub fn parallel_reads(mut self, n: usize) -> Self {
+        self.config.parallel_reads = n;
+        self
+    }
+
+    /// A discovery's deadline (default [`DEFAULT_DISCOVERY_TIMEOUT`]): it then reports the
+    /// relays read so far, whatever is still outstanding.
+    pub fn discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.config.discovery_timeout = timeout;
+        self
+    }
+
+    /// Timeout of one record fetch (default [`DEFAULT_FETCH_TIMEOUT`]).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.config.fetch_timeout = timeout;
         self

@@ -1,9 +1,14 @@
 //! The reading side: `discover_relays` reads shard keys for relay providers, reads each relay's
 //! signed record (fetched from the relay, or looked up in the DHT in records mode), verifies it
 //! and ranks the result.
+//!
+//! Hostile providers cost little: a provider of a shard it does not belong to is ignored (a
+//! relay's shard is its peer id's), one that failed a read is skipped for
+//! [`NEGATIVE_TTL`](super::NEGATIVE_TTL), reads run a bounded number at a time in a random order,
+//! and the discovery reports what it has at its deadline whatever is still outstanding.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     time::{Instant, SystemTime},
 };
 
@@ -12,17 +17,17 @@ use libp2p::{
     kad::{GetProvidersOk, GetRecordOk, QueryResult, QueryStats},
     request_response::{self, Message},
     swarm::{ConnectionId, NetworkBehaviour},
-    PeerId,
+    Multiaddr, PeerId,
 };
-use rand::thread_rng;
+use rand::{seq::SliceRandom, thread_rng};
 
 use super::{
-    behaviour::{Behaviour, Query},
+    behaviour::{Behaviour, Known, Query, KNOWN_LIFETIME},
     event::{DiscoveryId, DiscoveryStats, Event, RejectedAt},
     fetch::{FetchRequest, FetchResponse},
-    rank::{rank, RelayCandidate},
+    rank::{rank_by_experience, RelayCandidate},
     record::unix_ms,
-    shard::{read_order, record_key, shard_key},
+    shard::{read_order, record_key, shard_key, shard_of},
     verify::{verify, Expectation, RecordError},
     PublishMode,
 };
@@ -31,6 +36,14 @@ use super::{
 #[derive(Debug)]
 pub(super) struct Discovery {
     started: Instant,
+    /// When it reports, whatever is outstanding.
+    deadline: Instant,
+    /// Providers found and not read yet.
+    /// Providers found and not read yet, with the addresses the lookup gave for them (they live
+    /// only as long as the lookup runs).
+    queue: VecDeque<(PeerId, Vec<Multiaddr>)>,
+    /// Providers whose read failed in this discovery.
+    failed: HashSet<PeerId>,
     /// Shards not read yet, in reading order.
     order: Vec<u16>,
     shards_in_flight: usize,
@@ -52,6 +65,9 @@ impl Behaviour {
             id,
             Discovery {
                 started: Instant::now(),
+                deadline: Instant::now() + self.config.discovery_timeout,
+                queue: VecDeque::new(),
+                failed: HashSet::new(),
                 order,
                 shards_in_flight: 0,
                 reads_in_flight: 0,
@@ -80,7 +96,7 @@ impl Behaviour {
                 .inner
                 .kad
                 .get_providers(shard_key(&self.config.namespace, shard));
-            self.queries.insert(query, Query::Shard(id));
+            self.queries.insert(query, Query::Shard(id, shard));
         }
         self.maybe_finish(id);
     }
@@ -88,6 +104,7 @@ impl Behaviour {
     pub(super) fn on_shard_result(
         &mut self,
         id: DiscoveryId,
+        shard: u16,
         result: QueryResult,
         last: bool,
         stats: &QueryStats,
@@ -95,9 +112,12 @@ impl Behaviour {
         if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) =
             result
         {
+            let mut providers: Vec<PeerId> = providers.into_iter().collect();
+            providers.shuffle(&mut thread_rng());
             for provider in providers {
-                self.on_provider(id, provider);
+                self.on_provider(id, shard, provider);
             }
+            self.pump_reads(id);
         }
         if last {
             if let Some(d) = self.discoveries.get_mut(&id) {
@@ -108,12 +128,19 @@ impl Behaviour {
         }
     }
 
-    fn on_provider(&mut self, id: DiscoveryId, provider: PeerId) {
-        let max_reads = self.config.max_record_reads;
+    /// A provider of `shard` found: queued for a read unless it cannot be a relay of that
+    /// shard, failed a read lately, or was seen already.
+    fn on_provider(&mut self, id: DiscoveryId, shard: u16, provider: PeerId) {
+        let shards = self.config.shards;
+        let bad = self.trust.is_bad(&provider, Instant::now());
         let Some(d) = self.discoveries.get_mut(&id) else {
             return;
         };
-        if !d.providers.insert(provider) || d.stats.record_reads >= max_reads {
+        if !d.providers.insert(provider) {
+            return;
+        }
+        if shard_of(&provider, shards) != shard {
+            d.stats.wrong_shard += 1;
             return;
         }
         if provider == self.local {
@@ -123,21 +150,56 @@ impl Behaviour {
             }
             return;
         }
+        if bad {
+            d.stats.skipped_bad += 1;
+            return;
+        }
+        // The provider's addresses live only in the running lookup: take them now.
+        let addrs = match self.config.mode {
+            PublishMode::Providers => self
+                .inner
+                .kad
+                .handle_pending_outbound_connection(
+                    ConnectionId::new_unchecked(usize::MAX),
+                    Some(provider),
+                    &[],
+                    Endpoint::Dialer,
+                )
+                .unwrap_or_default(),
+            PublishMode::ProvidersAndRecords => Vec::new(),
+        };
+        if let Some(d) = self.discoveries.get_mut(&id) {
+            d.queue.push_back((provider, addrs));
+        }
+    }
+
+    /// Starts reads from the queue while fewer than
+    /// [`parallel_reads`](super::RegistryConfigBuilder::parallel_reads) are in flight and the
+    /// discovery has reads left.
+    fn pump_reads(&mut self, id: DiscoveryId) {
+        let (parallel, max_reads) = (self.config.parallel_reads, self.config.max_record_reads);
+        loop {
+            let Some(d) = self.discoveries.get_mut(&id) else {
+                return;
+            };
+            if d.reads_in_flight >= parallel || d.stats.record_reads >= max_reads {
+                return;
+            }
+            let Some((provider, addrs)) = d.queue.pop_front() else {
+                return;
+            };
+            self.start_read(id, provider, addrs);
+        }
+    }
+
+    fn start_read(&mut self, id: DiscoveryId, provider: PeerId, addrs: Vec<Multiaddr>) {
+        let Some(d) = self.discoveries.get_mut(&id) else {
+            return;
+        };
         d.stats.record_reads += 1;
         d.reads_in_flight += 1;
         match self.config.mode {
             PublishMode::Providers => {
-                // The provider's addresses live only in the running lookup: take them now.
-                let addrs = self
-                    .inner
-                    .kad
-                    .handle_pending_outbound_connection(
-                        ConnectionId::new_unchecked(usize::MAX),
-                        Some(provider),
-                        &[],
-                        Endpoint::Dialer,
-                    )
-                    .unwrap_or_default();
                 let request = FetchRequest {
                     namespace: self.config.namespace.clone(),
                 };
@@ -172,11 +234,21 @@ impl Behaviour {
             self.on_record_bytes(id, relay, from, &found.record.value, None);
         }
         if last {
+            let found = self
+                .discoveries
+                .get(&id)
+                .is_some_and(|d| d.results.contains_key(&relay));
+            if !found {
+                // Not in the DHT (yet, or any more): no usable record, but no proof that the
+                // relay itself misbehaves, so it is not skipped later.
+                if let Some(d) = self.discoveries.get_mut(&id) {
+                    d.failed.insert(relay);
+                }
+            }
             if let Some(d) = self.discoveries.get_mut(&id) {
-                d.reads_in_flight -= 1;
                 d.stats.dht_requests += stats.num_requests();
             }
-            self.maybe_finish(id);
+            self.read_done(id);
         }
     }
 
@@ -203,7 +275,10 @@ impl Behaviour {
                 };
                 match response.envelope {
                     Some(bytes) => self.on_record_bytes(id, relay, peer, &bytes, Some(sent)),
-                    None => self.count_rejected(id),
+                    None => {
+                        self.count_rejected(id);
+                        self.read_failed(id, relay);
+                    }
                 }
                 self.read_done(id);
             }
@@ -213,11 +288,31 @@ impl Behaviour {
                 error,
                 ..
             } => {
-                let Some((id, _, _)) = self.fetches.remove(&request_id) else {
+                let Some((id, relay, _)) = self.fetches.remove(&request_id) else {
                     return;
                 };
                 tracing::debug!(%peer, %error, "relay record fetch failed");
                 self.count_rejected(id);
+                match error {
+                    // Unreachable (dead, or no address known yet): not a lie, so not skipped
+                    // later; it only leaves the known relays.
+                    request_response::OutboundFailure::DialFailure => {
+                        if let Some(d) = self.discoveries.get_mut(&id) {
+                            d.failed.insert(relay);
+                        }
+                    }
+                    // Silent: a loaded relay may be slow once; twice lately, it is skipped.
+                    request_response::OutboundFailure::Timeout
+                    | request_response::OutboundFailure::ConnectionClosed
+                    | request_response::OutboundFailure::Io(_) => {
+                        self.trust.silent(relay, Instant::now());
+                        if let Some(d) = self.discoveries.get_mut(&id) {
+                            d.failed.insert(relay);
+                        }
+                    }
+                    // It answered, but does not serve records: skipped.
+                    _ => self.read_failed(id, relay),
+                }
                 self.read_done(id);
             }
             _ => {}
@@ -245,6 +340,9 @@ impl Behaviour {
         });
         match checked {
             Ok(record) => {
+                if from == relay {
+                    self.trust.answered(&relay);
+                }
                 let candidate = RelayCandidate {
                     record,
                     rtt: sent.map(|s| s.elapsed()),
@@ -259,8 +357,41 @@ impl Behaviour {
                     }
                 }
             }
-            Err(error) => self.reject_read(id, from, error),
+            Err(error) => {
+                self.reject_read(id, from, error);
+                // Skipped later only if the relay served it itself: a DHT node serving a forgery
+                // must not get a genuine relay skipped.
+                if from == relay {
+                    self.read_failed(id, relay);
+                }
+            }
         }
+    }
+
+    /// A read of `relay`'s record failed: it is skipped for a while, and leaves the known
+    /// relays when the discovery reports.
+    fn read_failed(&mut self, id: DiscoveryId, relay: PeerId) {
+        self.trust.mark_bad(relay, Instant::now());
+        if let Some(d) = self.discoveries.get_mut(&id) {
+            d.failed.insert(relay);
+        }
+    }
+
+    /// Reports every discovery whose deadline has passed, with what it has read.
+    pub(super) fn expire_discoveries(&mut self, now: Instant) {
+        let late: Vec<DiscoveryId> = self
+            .discoveries
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(d) = self.discoveries.get_mut(&id) {
+                d.stats.timed_out = true;
+            }
+            self.finish(id);
+        }
+        self.trust.prune(now);
     }
 
     fn reject_read(&mut self, id: DiscoveryId, from: PeerId, error: RecordError) {
@@ -281,8 +412,9 @@ impl Behaviour {
 
     fn read_done(&mut self, id: DiscoveryId) {
         if let Some(d) = self.discoveries.get_mut(&id) {
-            d.reads_in_flight -= 1;
+            d.reads_in_flight = d.reads_in_flight.saturating_sub(1);
         }
+        self.pump_reads(id);
         self.maybe_finish(id);
     }
 
@@ -291,7 +423,8 @@ impl Behaviour {
         let Some(d) = self.discoveries.get(&id) else {
             return;
         };
-        if d.shards_in_flight > 0 || d.reads_in_flight > 0 {
+        let reads_left = d.stats.record_reads < self.config.max_record_reads;
+        if d.shards_in_flight > 0 || d.reads_in_flight > 0 || (reads_left && !d.queue.is_empty()) {
             return;
         }
         let enabled = d.results.values().filter(|c| c.record.enabled).count();
@@ -299,16 +432,51 @@ impl Behaviour {
             self.next_round(id);
             return;
         }
-        let mut d = self.discoveries.remove(&id).expect("present");
+        self.finish(id);
+    }
+
+    /// Reports discovery `id` with what it has: known relays follow (found ones confirmed,
+    /// withdrawn and unreadable ones dropped, stale ones expired).
+    fn finish(&mut self, id: DiscoveryId) {
+        let Some(mut d) = self.discoveries.remove(&id) else {
+            return;
+        };
+        // Its lookups still running (a deadline passed) are of no use any more.
+        let outstanding: Vec<_> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| matches!(q, Query::Shard(of, _) | Query::Record(of, _) if *of == id))
+            .map(|(query, _)| *query)
+            .collect();
+        for query in outstanding {
+            self.queries.remove(&query);
+            if let Some(mut running) = self.inner.kad.query_mut(&query) {
+                running.finish();
+            }
+        }
+        let now = Instant::now();
         d.stats.elapsed = d.started.elapsed();
         for (peer, candidate) in &d.results {
             if candidate.record.enabled {
-                self.known.insert(*peer, candidate.clone());
+                self.known.insert(
+                    *peer,
+                    Known {
+                        candidate: candidate.clone(),
+                        confirmed: now,
+                    },
+                );
             } else {
                 self.known.remove(peer);
             }
         }
-        let relays = rank(d.results.into_values());
+        for peer in &d.failed {
+            if !d.results.contains_key(peer) {
+                self.known.remove(peer);
+            }
+        }
+        self.known
+            .retain(|_, k| now.saturating_duration_since(k.confirmed) < KNOWN_LIFETIME);
+        let relays = rank_by_experience(d.results.into_values(), &self.trust);
         tracing::debug!(relays = relays.len(), stats = ?d.stats, "discovery finished");
         self.emit(Event::RelaysDiscovered {
             id,

@@ -44,6 +44,15 @@ pub struct DiscoveryStats {
     pub record_reads: usize,
     /// Records refused (forged, replayed, expired, malformed) or reads that failed.
     pub rejected: usize,
+    /// Providers not read: they failed a read in the last
+    /// [`NEGATIVE_TTL`](super::NEGATIVE_TTL) (negative cache).
+    pub skipped_bad: usize,
+    /// Providers of a shard key they do not belong to (a relay provides only its own shard):
+    /// ignored.
+    pub wrong_shard: usize,
+    /// Whether the discovery's deadline passed before every read finished (the result holds
+    /// what was read by then).
+    pub timed_out: bool,
     /// Time from the call to the result.
     pub elapsed: Duration,
 }

@@ -71,23 +71,26 @@ mod record;
 mod schedule;
 pub mod shard;
 mod storing;
+mod trust;
 mod verify;
 
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, KNOWN_LIFETIME};
 pub use client::UnknownRelaySession;
 pub use config::{
     OtherRecords, PublishMode, RegistryConfig, RegistryConfigBuilder, RegistryConfigError,
-    DEFAULT_DISCOVERY_TARGET, DEFAULT_FETCH_TIMEOUT, DEFAULT_LOAD_CHANGE_PERCENT,
-    DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RECORD_READS, DEFAULT_MIN_REPUBLISH_INTERVAL,
-    DEFAULT_NAMESPACE, DEFAULT_RECORD_TTL, DEFAULT_REPROVIDE_INTERVAL, DEFAULT_RESERVATIONS,
-    DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND, MAX_RECORD_ADDRS, MAX_RECORD_BYTES, MAX_RECORD_TTL,
+    DEFAULT_DISCOVERY_TARGET, DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_FETCH_TIMEOUT,
+    DEFAULT_LOAD_CHANGE_PERCENT, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RECORD_READS,
+    DEFAULT_MIN_REPUBLISH_INTERVAL, DEFAULT_NAMESPACE, DEFAULT_PARALLEL_READS, DEFAULT_RECORD_TTL,
+    DEFAULT_REPROVIDE_INTERVAL, DEFAULT_RESERVATIONS, DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND,
+    MAX_RECORD_ADDRS, MAX_RECORD_BYTES, MAX_RECORD_TTL,
 };
 pub use event::{
     DiscoveryId, DiscoveryStats, Event, RejectedAt, RelayFailure, RelaySessionId, RequestId,
     SessionError,
 };
-pub use plan::{Held, ReservationPlan, RETRY_BACKOFF};
-pub use rank::{rank, RelayCandidate};
+pub use plan::{Held, ReservationPlan, RESERVATION_TIMEOUT, RETRY_BACKOFF};
+pub use rank::{rank, rank_by_experience, RelayCandidate, MAX_TRUSTED_SPARE};
 pub use record::{open, unix_ms, OpenError, RelayRecord, RECORD_DOMAIN, RECORD_PAYLOAD_TYPE};
 pub use schedule::{Action, RelayState, RepublishReason, Schedule, WithdrawReason};
+pub use trust::{Trust, MAX_NEGATIVE_TTL, NEGATIVE_TTL};
 pub use verify::{Expectation, Freshness, RecordError};

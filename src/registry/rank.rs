@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::trust::Trust;
 use libp2p::{Multiaddr, PeerId};
 
 use super::record::RelayRecord;
@@ -31,16 +32,33 @@ impl RelayCandidate {
     }
 }
 
-/// Drops withdrawn relays and orders the rest: most spare sessions, then lowest round trip
-/// (unknown last), then peer id.
+/// Spare sessions a record may claim for ranking: a claim above this ranks as this. A relay's
+/// record is signed by the relay itself, so a fake relay can claim anything; past this much
+/// room, what the reader has seen of a relay decides ([`rank_by_experience`]).
+pub const MAX_TRUSTED_SPARE: u32 = 256;
+
+/// Drops withdrawn relays and orders the rest: most spare sessions (claims capped at
+/// [`MAX_TRUSTED_SPARE`]), then lowest round trip (unknown last), then peer id.
 pub fn rank(candidates: impl IntoIterator<Item = RelayCandidate>) -> Vec<RelayCandidate> {
+    rank_by_experience(candidates, &Trust::default())
+}
+
+/// [`rank`], with the reader's experience first: relays with fewer failed reservations (since
+/// their last success) come before the others, whatever they claim.
+pub fn rank_by_experience(
+    candidates: impl IntoIterator<Item = RelayCandidate>,
+    trust: &Trust,
+) -> Vec<RelayCandidate> {
     let mut ranked: Vec<RelayCandidate> = candidates
         .into_iter()
         .filter(|c| c.record.enabled)
         .collect();
+    let spare = |c: &RelayCandidate| c.spare_sessions().min(MAX_TRUSTED_SPARE);
     ranked.sort_by(|a, b| {
-        b.spare_sessions()
-            .cmp(&a.spare_sessions())
+        trust
+            .failures(&a.peer())
+            .cmp(&trust.failures(&b.peer()))
+            .then_with(|| spare(b).cmp(&spare(a)))
             .then_with(|| match (a.rtt, b.rtt) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 (Some(_), None) => std::cmp::Ordering::Less,
@@ -82,6 +100,23 @@ mod tests {
         let unknown = candidate(0, None);
         let ranked = rank([unknown.clone(), slow.clone(), fast.clone()]);
         assert_eq!(ranked, vec![fast, slow, unknown]);
+    }
+
+    #[test]
+    fn a_claim_beyond_the_trusted_spare_buys_nothing_and_failures_demote() {
+        let mut liar = candidate(0, Some(40));
+        liar.record.max_sessions = u32::MAX;
+        let honest = candidate(0, Some(5));
+        let mut big = candidate(0, Some(10));
+        big.record.max_sessions = 10_000;
+        let ranked = rank([liar.clone(), honest.clone(), big.clone()]);
+        assert_eq!(ranked, vec![big.clone(), liar.clone(), honest.clone()]);
+        let mut trust = Trust::default();
+        trust.reservation_failed(big.peer());
+        trust.reservation_failed(liar.peer());
+        trust.reservation_failed(liar.peer());
+        let ranked = rank_by_experience([liar.clone(), honest.clone(), big.clone()], &trust);
+        assert_eq!(ranked, vec![honest, big, liar]);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum RecordError {
     /// it was issued.
     #[error("record validity window is invalid or longer than allowed")]
     BadValidity,
+    /// An address that does not end with `/p2p/<the relay>`: a client could not reserve on it.
+    #[error("address {0} does not end with the relay's /p2p/<peer id>")]
+    BadAddress(String),
     /// Older than a record of the same relay already seen (a replay).
     #[error("record issued at {issued_at_ms} ms, older than the newest seen ({newest_ms} ms)")]
     Replayed {
@@ -97,6 +100,14 @@ pub fn verify(bytes: &[u8], expect: &Expectation<'_>) -> Result<RelayRecord, Rec
     if record.addrs.len() > MAX_RECORD_ADDRS {
         return Err(RecordError::TooLarge);
     }
+    let own = libp2p::multiaddr::Protocol::P2p(record.peer);
+    if let Some(bad) = record
+        .addrs
+        .iter()
+        .find(|a| a.iter().last() != Some(own.clone()))
+    {
+        return Err(RecordError::BadAddress(bad.to_string()));
+    }
     if record.namespace != expect.namespace {
         return Err(RecordError::WrongNamespace(record.namespace));
     }
@@ -109,7 +120,8 @@ pub fn verify(bytes: &[u8], expect: &Expectation<'_>) -> Result<RelayRecord, Rec
     if record.issued_at_ms > expect.now_ms.saturating_add(millis(expect.max_skew)) {
         return Err(RecordError::FromTheFuture);
     }
-    if record.expires_at_ms <= expect.now_ms {
+    // A reader whose clock runs ahead of the relay's by up to the skew still accepts it.
+    if record.expires_at_ms.saturating_add(millis(expect.max_skew)) <= expect.now_ms {
         return Err(RecordError::Expired);
     }
     Ok(record)
@@ -229,6 +241,39 @@ mod tests {
             verify(&bytes, &expect(Some(other))),
             Err(RecordError::PeerMismatch { expected, .. }) if expected == other
         ));
+    }
+
+    #[test]
+    fn a_reader_whose_clock_runs_ahead_within_the_skew_still_accepts() {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let mut record = sample(peer, NOW - 1_000_000);
+        // Expired 30 s ago by the reader's clock; 60 s of skew are tolerated.
+        record.expires_at_ms = NOW - 30_000;
+        assert!(verify(&record.sign(&key).unwrap(), &expect(None)).is_ok());
+        record.expires_at_ms = NOW - 90_000;
+        assert_eq!(
+            verify(&record.sign(&key).unwrap(), &expect(None)),
+            Err(RecordError::Expired)
+        );
+    }
+
+    #[test]
+    fn an_address_without_the_relays_p2p_suffix_is_refused() {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let other = PeerId::random();
+        for addr in [
+            "/ip4/198.51.100.1/tcp/4001".to_owned(),
+            format!("/ip4/198.51.100.1/tcp/4001/p2p/{other}"),
+        ] {
+            let mut record = sample(peer, NOW - 1000);
+            record.addrs.push(addr.parse().unwrap());
+            assert_eq!(
+                verify(&record.sign(&key).unwrap(), &expect(None)),
+                Err(RecordError::BadAddress(addr)),
+            );
+        }
     }
 
     #[test]

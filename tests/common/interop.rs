@@ -396,6 +396,18 @@ impl Peer {
 
     /// The next JSON line, `None` at end of output; panics after `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        self.next_within(wait).await.unwrap_or_else(|()| {
+            panic!(
+                "{}: no line within {wait:?}; stderr: {}",
+                self.name,
+                self.stderr_tail()
+            )
+        })
+    }
+
+    /// The next JSON line, `Ok(None)` at end of output, `Err(())` if none came within `wait`
+    /// (for a caller that names what it was waiting for).
+    pub async fn next_within(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -403,15 +415,11 @@ impl Peer {
                 Ok(Some(Line::Json(v))) => {
                     eprintln!("[{}] {}", self.name, short(&v));
                     self.seen.push(v.clone());
-                    return Some(v);
+                    return Ok(Some(v));
                 }
                 Ok(Some(Line::Text(t))) => eprintln!("[{}] (text) {t}", self.name),
-                Ok(None) => return None,
-                Err(_) => panic!(
-                    "{}: no line within {wait:?}; stderr: {}",
-                    self.name,
-                    self.stderr_tail()
-                ),
+                Ok(None) => return Ok(None),
+                Err(_) => return Err(()),
             }
         }
     }
