@@ -472,7 +472,12 @@ fn settings_map(settings: &NodeSettings) -> serde_json::Map<String, serde_json::
 fn registry_view(swarm: &Swarm<RelayNodeBehaviour>) -> crate::admin::api::RegistryView {
     #[cfg(feature = "registry")]
     if let Some(registry) = swarm.behaviour().registry.as_ref() {
+        let activity = registry.activity();
         return crate::admin::api::RegistryView {
+            shard: activity.shard,
+            last_published: activity.last_published.map(crate::admin::api::unix_secs),
+            records_served: activity.records_served,
+            discoveries: activity.discoveries,
             running: true,
             registered: registry.is_registered(),
             addrs: registry
@@ -492,6 +497,10 @@ fn registry_view(swarm: &Swarm<RelayNodeBehaviour>) -> crate::admin::api::Regist
         registered: false,
         addrs: Vec::new(),
         known_relays: Vec::new(),
+        shard: None,
+        last_published: None,
+        records_served: 0,
+        discoveries: 0,
     }
 }
 

@@ -215,6 +215,19 @@ async fn ctl_finds_the_node_from_its_config_file_and_changes_limits_and_policy_l
     let policy = ctl(&file, &["policy", "undeny", "198.51.100.0/24"]).await;
     assert!(!policy.contains("198.51.100.0/24"), "{policy}");
 
+    let registry = ctl(&file, &["registry"]).await;
+    for line in [
+        "registry running: yes",
+        "shard:",
+        "records served:",
+        "discoveries run:",
+    ] {
+        assert!(
+            registry.contains(line),
+            "{line:?} missing from:\n{registry}"
+        );
+    }
+
     // A bad value names its key; a key that needs a restart is refused.
     let all = |args: &[&str]| {
         let mut v = vec![

@@ -176,6 +176,18 @@ pub struct RegistryView {
     pub addrs: Vec<String>,
     /// Relays this node has found (their peer ids).
     pub known_relays: Vec<String>,
+    /// The shard this relay registers in.
+    #[serde(default)]
+    pub shard: Option<u16>,
+    /// When its record last reached the DHT, Unix seconds.
+    #[serde(default)]
+    pub last_published: Option<u64>,
+    /// Record fetches it answered with its record (other nodes' discoveries).
+    #[serde(default)]
+    pub records_served: u64,
+    /// Discoveries this node ran.
+    #[serde(default)]
+    pub discoveries: u64,
 }
 
 /// The answer of `DELETE /sessions/{id}`.
@@ -217,7 +229,8 @@ pub struct ErrorView {
     pub error: String,
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -141,6 +141,19 @@ registered:       {}
                     yes_no(registry.running),
                     yes_no(registry.registered)
                 );
+                if let Some(shard) = registry.shard {
+                    let _ = writeln!(out, "shard:            {shard}");
+                }
+                let _ = writeln!(
+                    out,
+                    "last published:   {}",
+                    registry
+                        .last_published
+                        .map(|t| format!("{t} (Unix seconds)"))
+                        .unwrap_or_else(|| "never".into())
+                );
+                let _ = writeln!(out, "records served:   {}", registry.records_served);
+                let _ = writeln!(out, "discoveries run:  {}", registry.discoveries);
                 for addr in &registry.addrs {
                     let _ = writeln!(out, "  announces {addr}");
                 }

@@ -190,6 +190,9 @@ impl Behaviour {
         let envelope = (request.namespace == self.config.namespace)
             .then(|| self.current.as_ref().map(|(_, b)| b.clone()))
             .flatten();
+        if envelope.is_some() {
+            self.activity.records_served += 1;
+        }
         let _ = self
             .inner
             .fetch

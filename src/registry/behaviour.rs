@@ -109,6 +109,8 @@ pub struct Behaviour {
     next_id: u64,
     /// Copies of the Kademlia events, for the owner's metrics, if asked for.
     kad_log: Option<VecDeque<kad::Event>>,
+    /// What the registry did, for the operator.
+    pub(super) activity: Activity,
     pub(super) queue: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
     timer: Delay,
     waker: Option<Waker>,
@@ -170,6 +172,7 @@ impl Behaviour {
             next_id: 0,
             trust: Default::default(),
             kad_log: None,
+            activity: Activity::default(),
             queue: VecDeque::new(),
             timer: Delay::new(TICK),
             waker: None,
@@ -223,6 +226,17 @@ impl Behaviour {
     /// Whether the relay is registered now.
     pub fn is_registered(&self) -> bool {
         self.schedule.is_registered()
+    }
+
+    /// What the registry did since it started, for the operator (`ctl registry`, metrics).
+    pub fn activity(&self) -> Activity {
+        Activity {
+            shard: self
+                .relay
+                .is_some()
+                .then(|| super::shard::shard_of(&self.local, self.config.shards)),
+            ..self.activity
+        }
     }
 
     /// From now on, keep a copy of every event of the shared Kademlia behaviour (the
@@ -321,6 +335,9 @@ impl Behaviour {
                             peers = stats.num_successes(),
                             "registry publication done"
                         );
+                        if !failed && matches!(query, Query::ProvideShard | Query::Put) {
+                            self.activity.last_published = Some(std::time::SystemTime::now());
+                        }
                         if failed {
                             let retry = Some(Instant::now() + PUBLISH_RETRY);
                             match query {
@@ -355,6 +372,19 @@ impl Behaviour {
 /// How long a discovered relay stays in [`Behaviour::known_relays`] without a discovery
 /// confirming it again.
 pub const KNOWN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What a registry did since it started (see [`Behaviour::activity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The shard this relay registers in (relay side).
+    pub shard: Option<u16>,
+    /// When its record or provider announcement last reached the DHT.
+    pub last_published: Option<std::time::SystemTime>,
+    /// Record fetches it answered with its record (readers' discoveries).
+    pub records_served: u64,
+    /// Discoveries this node ran.
+    pub discoveries: u64,
+}
 
 /// A relay a discovery found, and when.
 #[derive(Debug, Clone)]

@@ -60,6 +60,7 @@ impl Behaviour {
     /// ones, most spare capacity first, as [`Event::RelaysDiscovered`].
     pub fn discover_relays(&mut self) -> DiscoveryId {
         let id = DiscoveryId(self.next_id());
+        self.activity.discoveries += 1;
         let order = read_order(self.config.shards, &mut thread_rng());
         self.discoveries.insert(
             id,

@@ -74,7 +74,7 @@ mod storing;
 mod trust;
 mod verify;
 
-pub use behaviour::{Behaviour, KNOWN_LIFETIME};
+pub use behaviour::{Activity, Behaviour, KNOWN_LIFETIME};
 pub use client::UnknownRelaySession;
 pub use config::{
     OtherRecords, PublishMode, RegistryConfig, RegistryConfigBuilder, RegistryConfigError,
