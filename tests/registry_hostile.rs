@@ -30,6 +30,30 @@ async fn registered(relay: &mut NetPeer) {
         .await;
 }
 
+/// A boot node, `dht` more DHT nodes and `relays` registered relays.
+async fn fleet(
+    reg: &registry::RegistryConfig,
+    dht: usize,
+    relays: usize,
+) -> (NetPeer, Vec<NetPeer>, Vec<NetPeer>) {
+    let boot = NetPeer::start(PeerSpec::dht(reg.clone()), None).await;
+    let mut nodes = Vec::new();
+    for _ in 0..dht {
+        nodes.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
+    }
+    let mut registered_relays = Vec::new();
+    for _ in 0..relays {
+        let mut relay = NetPeer::start(
+            PeerSpec::relay(reg.clone(), relay_config(), true),
+            Some(boot.boot()),
+        )
+        .await;
+        registered(&mut relay).await;
+        registered_relays.push(relay);
+    }
+    (boot, nodes, registered_relays)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "open bug: under load, in about 1 run of 10, one genuine relay stays missing from \
             discoveries for over 39 s (passes 6/6 alone); run with --ignored while fixing it"]
@@ -37,21 +61,7 @@ async fn fake_providers_of_every_shard_cost_bounded_reads_and_genuine_relays_are
     registry_net::init_tracing();
     let reg = registry::RegistryConfig::default();
     let ns = reg.namespace().to_owned();
-    let boot = NetPeer::start(PeerSpec::dht(reg.clone()), None).await;
-    let mut dht = Vec::new();
-    for _ in 0..5 {
-        dht.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
-    }
-    let mut relays = Vec::new();
-    for _ in 0..3 {
-        let mut relay = NetPeer::start(
-            PeerSpec::relay(reg.clone(), relay_config(), true),
-            Some(boot.boot()),
-        )
-        .await;
-        registered(&mut relay).await;
-        relays.push(relay);
-    }
+    let (boot, _dht, relays) = fleet(&reg, 5, 3).await;
     // 20 fake identities provide every shard key; asked for a record, they have none.
     const FAKES: usize = 20;
     let mut fakes = Vec::new();
@@ -132,21 +142,7 @@ async fn fake_providers_of_every_shard_cost_bounded_reads_and_genuine_relays_are
 async fn a_relay_that_died_leaves_the_known_relays_at_the_next_discovery() {
     registry_net::init_tracing();
     let reg = registry::RegistryConfig::default();
-    let boot = NetPeer::start(PeerSpec::dht(reg.clone()), None).await;
-    let mut dht = Vec::new();
-    for _ in 0..3 {
-        dht.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
-    }
-    let mut relays = Vec::new();
-    for _ in 0..3 {
-        let mut relay = NetPeer::start(
-            PeerSpec::relay(reg.clone(), relay_config(), true),
-            Some(boot.boot()),
-        )
-        .await;
-        registered(&mut relay).await;
-        relays.push(relay);
-    }
+    let (boot, _dht, mut relays) = fleet(&reg, 3, 3).await;
     let mut client = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
     let (found, _, _) = client
         .discover_until(20, Duration::from_millis(300), |r| r.len() == 3)
