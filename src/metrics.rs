@@ -17,6 +17,9 @@
 //! // `metrics.observe(&swarm.behaviour().relay)`, then serve `encode(&registry)`.
 //! # let _ = (metrics, encode(&registry));
 //! ```
+//!
+//! The relay registry's metrics (feature `registry`) are [`RegistryMetrics`], under the
+//! `macula_relay_registry_` prefix.
 
 use std::sync::atomic::AtomicU64;
 
@@ -27,6 +30,11 @@ use prometheus_client::{
 };
 
 use crate::{Behaviour, Event};
+
+#[cfg(feature = "registry")]
+mod registry;
+#[cfg(feature = "registry")]
+pub use registry::RegistryMetrics;
 
 /// The `prometheus-client` version the metrics are built with (the one `libp2p-metrics` uses).
 pub use prometheus_client;

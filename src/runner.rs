@@ -170,6 +170,13 @@ pub async fn run_reloadable(
     if let Some(registry) = swarm.behaviour_mut().registry.as_mut() {
         registry.keep_kad_events();
     }
+    // The registry's metrics, on a node that runs the registry.
+    #[cfg(feature = "registry")]
+    let registry_metrics = swarm
+        .behaviour()
+        .registry
+        .is_enabled()
+        .then(|| crate::metrics::RegistryMetrics::new(&mut registry));
     let mut node = NodeState {
         config,
         websocket_tls,
@@ -244,6 +251,12 @@ pub async fn run_reloadable(
                         drain.record(&event);
                     }
                 }
+                #[cfg(feature = "registry")]
+                SwarmEvent::Behaviour(RelayNodeEvent::Registry(event)) => {
+                    if let Some(metrics) = &registry_metrics {
+                        metrics.record(&event);
+                    }
+                }
                 SwarmEvent::ListenerError { error, .. } => {
                     tracing::warn!(%error, "listener error");
                 }
@@ -255,11 +268,17 @@ pub async fn run_reloadable(
                         let answer = node.answer(query, &mut swarm);
                         request.answer(answer);
                     }
-                    None => request
-                        .apply(&mut swarm.behaviour_mut().relay, Some((&metrics, &registry))),
+                    None => {
+                        #[cfg(feature = "registry")]
+                        observe_registry(&swarm, registry_metrics.as_ref());
+                        request
+                            .apply(&mut swarm.behaviour_mut().relay, Some((&metrics, &registry)));
+                    }
                 }
             }
             Some(request) = next_admin_request(&mut metrics_server) => {
+                #[cfg(feature = "registry")]
+                observe_registry(&swarm, registry_metrics.as_ref());
                 request.apply(&mut swarm.behaviour_mut().relay, Some((&metrics, &registry)));
             }
             Some(next) = reload.next() => match next {
@@ -501,6 +520,18 @@ fn registry_view(swarm: &Swarm<RelayNodeBehaviour>) -> crate::admin::api::Regist
         last_published: None,
         records_served: 0,
         discoveries: 0,
+    }
+}
+
+/// Brings the registry's metrics up to date before an admin or metrics request, which may be a
+/// scrape.
+#[cfg(feature = "registry")]
+fn observe_registry(
+    swarm: &Swarm<RelayNodeBehaviour>,
+    metrics: Option<&crate::metrics::RegistryMetrics>,
+) {
+    if let (Some(metrics), Some(registry)) = (metrics, swarm.behaviour().registry.as_ref()) {
+        metrics.observe(registry);
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use admin_support::{eventually, run_to_end_async, AdminNode};
+use admin_support::{eventually, run_to_end_async, AdminNode, Scrape};
 use common::{process::RelayProcess, transfer, TestClient};
 use macula_relay::node_config::KEY_FILE_NAME;
 
@@ -310,6 +310,26 @@ async fn the_metrics_listener_needs_no_token_and_its_readyz_follows_the_relay() 
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // The relay registry's status, as `ctl registry` shows it (private addresses are allowed:
+    // its loopback address makes it capable). Alone, its announcement reaches no DHT peer: not
+    // registered yet.
+    let scrape = eventually("the relay's shard", || async {
+        let scrape = Scrape::parse(&open.metrics().await.ok()?);
+        scrape
+            .value("macula_relay_registry_shard", &[])
+            .is_some()
+            .then_some(scrape)
+    })
+    .await;
+    assert_eq!(scrape.get("macula_relay_registry_registered", &[]), 0.0);
+    let shard = scrape.get("macula_relay_registry_shard", &[]);
+    assert!(shard >= 0.0 && shard.fract() == 0.0, "shard {shard}");
+    for name in [
+        "macula_relay_registry_records_served_total",
+        "macula_relay_registry_discoveries_total",
+    ] {
+        assert_eq!(scrape.get(name, &[]), 0.0, "{name}");
+    }
     // Another node joining the DHT through this one: its Kademlia metrics count.
     let addr = node.addr.to_string();
     let _joining = RelayProcess::start(&["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr]);
@@ -321,6 +341,20 @@ async fn the_metrics_listener_needs_no_token_and_its_readyz_follows_the_relay() 
                 .then_some(())
         },
     )
+    .await;
+    // With a DHT peer, its announcement gets through: `Registered`, and a publication time.
+    eventually("the registration to reach the DHT", || async {
+        let scrape = Scrape::parse(&open.metrics().await.ok()?);
+        (scrape.value("macula_relay_registry_registrations_total", &[]) == Some(1.0)
+            && scrape.value("macula_relay_registry_registered", &[]) == Some(1.0)
+            && scrape
+                .value(
+                    "macula_relay_registry_last_published_timestamp_seconds",
+                    &[],
+                )
+                .is_some())
+        .then_some(())
+    })
     .await;
     assert_eq!(open.ready().await.unwrap().status, "ready");
     // Nothing but reading: the admin endpoints are not there.
@@ -336,6 +370,18 @@ async fn the_metrics_listener_needs_no_token_and_its_readyz_follows_the_relay() 
             Err(macula_relay::admin::ClientError::Status { status: 503, .. }) => Some(()),
             _ => None,
         }
+    })
+    .await;
+    // Disabled: the relay withdraws from the registry.
+    eventually("the relay to withdraw", || async {
+        let scrape = Scrape::parse(&open.metrics().await.ok()?);
+        let withdrawn = scrape.value(
+            "macula_relay_registry_withdrawals_total",
+            &[("reason", "disabled")],
+        );
+        (withdrawn == Some(1.0)
+            && scrape.value("macula_relay_registry_registered", &[]) == Some(0.0))
+        .then_some(())
     })
     .await;
     assert_eq!(

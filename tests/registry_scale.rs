@@ -36,30 +36,6 @@ fn key(seed: u8, kind: u8) -> Keypair {
     Keypair::ed25519_from_bytes(bytes).unwrap()
 }
 
-/// This process's CPU time (user + system), if the platform tells.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// Waits (at most `limit`) until the process uses under 20 % of a core over 2 s.
-async fn settle(limit: Duration) -> Duration {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        let (Some(before), pause) = (cpu_time(), Duration::from_secs(2)) else {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            break;
-        };
-        tokio::time::sleep(pause).await;
-        if cpu_time().is_some_and(|after| after - before < pause / 5) {
-            break;
-        }
-    }
-    start.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "heavy: 240 peers keep both cores busy for minutes in a debug build; run with --ignored"]
 async fn relays_spread_over_shards_and_discovery_cost_is_bounded_at_scale() {
@@ -134,7 +110,7 @@ async fn relays_spread_over_shards_and_discovery_cost_is_bounded_at_scale() {
     // Each peer's first routing-table entries start one kad bootstrap (self lookup plus one
     // lookup per bucket): about 60 000 requests for 240 peers, minutes of CPU in a debug build.
     // Measure discovery once that has settled.
-    let settled = settle(Duration::from_secs(420)).await;
+    let settled = registry_net::settle(Duration::from_secs(420)).await;
     println!("DHT settled (process CPU below 20 %) after {:?}", settled);
     for relay in &mut relays {
         relay

@@ -73,11 +73,12 @@ impl Behaviour {
                 self.schedule.on_published(state, now);
                 self.provide(now);
                 self.put(&record);
-                tracing::info!(
+                tracing::debug!(
                     shard = shard_of(&self.local, self.config.shards),
-                    "relay registered"
+                    "relay registering"
                 );
-                self.emit(Event::Registered { record });
+                // `Registered` once the announcement reached a DHT peer.
+                self.announcing = Some(record);
             }
             Some(Action::Republish(reason)) => {
                 let record = self.sign(&state, true);
@@ -89,6 +90,7 @@ impl Behaviour {
             Some(Action::Withdraw(reason)) => {
                 let record = self.sign(&state, false);
                 self.schedule.on_withdrawn();
+                self.announcing = None;
                 if let Some(key) = self.provided_shard.take() {
                     self.inner.kad.stop_providing(&key);
                 }
@@ -107,6 +109,44 @@ impl Behaviour {
             self.reput_at = None;
             if let Some((record, _)) = self.current.clone() {
                 self.put(&record);
+            }
+        }
+    }
+
+    /// A publication query finished: a registration is reported once its shard-key
+    /// announcement reached a DHT peer; one that reached none is retried soon.
+    pub(super) fn on_publication_done(&mut self, query: Query, failed: bool, peers: u32) {
+        tracing::debug!(?query, failed, peers, "registry publication done");
+        if !failed && matches!(query, Query::ProvideShard | Query::Put) {
+            self.activity.last_published = Some(SystemTime::now());
+        }
+        if !failed && matches!(query, Query::ProvideShard) {
+            self.announce_failures = 0;
+            if let Some(record) = self.announcing.take() {
+                tracing::info!(
+                    shard = shard_of(&self.local, self.config.shards),
+                    peers,
+                    "relay registered"
+                );
+                self.emit(Event::Registered { record });
+            }
+        }
+        if failed {
+            let retry = Some(Instant::now() + super::behaviour::PUBLISH_RETRY);
+            match query {
+                Query::ProvideShard => {
+                    self.reprovide_at = retry;
+                    self.announce_failures += 1;
+                    if self.announce_failures == 1 && self.announcing.is_some() {
+                        tracing::warn!(
+                            "relay not registered yet: its announcement reached no DHT peer \
+                             (is a bootstrap node reachable?); retrying every {:?}",
+                            super::behaviour::PUBLISH_RETRY
+                        );
+                    }
+                }
+                Query::ProvideLocator => self.locator_retry_at = retry,
+                _ => self.reput_at = retry,
             }
         }
     }

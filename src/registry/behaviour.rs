@@ -82,6 +82,10 @@ pub struct Behaviour {
     pub(super) schedule: Schedule,
     pub(super) current: Option<(RelayRecord, Vec<u8>)>,
     pub(super) provided_shard: Option<RecordKey>,
+    /// The registration record, until its shard-key announcement reached a DHT peer.
+    pub(super) announcing: Option<RelayRecord>,
+    /// Announcements of the shard key in a row that reached no DHT peer.
+    pub(super) announce_failures: u32,
     pub(super) reprovide_at: Option<Instant>,
     pub(super) reput_at: Option<Instant>,
     pub(super) locator_retry_at: Option<Instant>,
@@ -93,6 +97,9 @@ pub struct Behaviour {
     pub(super) known: HashMap<PeerId, Known>,
     /// What this reader saw of providers and relays (negative cache, failed reservations).
     pub(super) trust: super::trust::Trust,
+    // Storing side.
+    /// Which provider records this node keeps, and where their providers connect from.
+    pub(super) providers: super::provider_book::ProviderBook,
     // Client side.
     pub(super) plan: ReservationPlan,
     pub(super) listeners: HashMap<ListenerId, PeerId>,
@@ -143,6 +150,7 @@ impl Behaviour {
                 config.load_change_percent,
             ),
             plan: ReservationPlan::new(0),
+            providers: super::provider_book::ProviderBook::new(&config),
             config,
             local,
             keypair: keypair.clone(),
@@ -152,6 +160,8 @@ impl Behaviour {
             relay: None,
             current: None,
             provided_shard: None,
+            announcing: None,
+            announce_failures: 0,
             reprovide_at: None,
             reput_at: None,
             locator_retry_at: None,
@@ -223,9 +233,10 @@ impl Behaviour {
         self.current.as_ref().map(|(_, b)| b.as_slice())
     }
 
-    /// Whether the relay is registered now.
+    /// Whether the relay is registered now: it published an enabled record and its
+    /// announcement reached a DHT peer (as [`Event::Registered`] reports).
     pub fn is_registered(&self) -> bool {
-        self.schedule.is_registered()
+        self.schedule.is_registered() && self.announcing.is_none()
     }
 
     /// What the registry did since it started, for the operator (`ctl registry`, metrics).
@@ -329,23 +340,7 @@ impl Behaviour {
                             kad::QueryResult::StartProviding(Err(_))
                                 | kad::QueryResult::PutRecord(Err(_))
                         ) || stats.num_successes() == 0;
-                        tracing::debug!(
-                            ?query,
-                            failed,
-                            peers = stats.num_successes(),
-                            "registry publication done"
-                        );
-                        if !failed && matches!(query, Query::ProvideShard | Query::Put) {
-                            self.activity.last_published = Some(std::time::SystemTime::now());
-                        }
-                        if failed {
-                            let retry = Some(Instant::now() + PUBLISH_RETRY);
-                            match query {
-                                Query::ProvideShard => self.reprovide_at = retry,
-                                Query::ProvideLocator => self.locator_retry_at = retry,
-                                _ => self.reput_at = retry,
-                            }
-                        }
+                        self.on_publication_done(query, failed, stats.num_successes());
                     }
                     _ => {}
                 }
@@ -500,8 +495,13 @@ impl NetworkBehaviour for Behaviour {
         if self.external.on_swarm_event(&event) {
             self.wake();
         }
-        if let FromSwarm::NewExternalAddrOfPeer(e) = &event {
-            self.on_peer_address(e.peer_id, e.addr);
+        match &event {
+            FromSwarm::NewExternalAddrOfPeer(e) => self.on_peer_address(e.peer_id, e.addr),
+            FromSwarm::ConnectionEstablished(e) => self
+                .providers
+                .connected(e.peer_id, e.endpoint.get_remote_address()),
+            FromSwarm::ConnectionClosed(e) => self.providers.disconnected(e.peer_id),
+            _ => {}
         }
         self.on_client_swarm_event(&event);
         self.inner.on_swarm_event(event);

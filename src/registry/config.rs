@@ -43,6 +43,14 @@ pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(8);
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 /// Default number of relays a reachable-via-relay peer reserves on.
 pub const DEFAULT_RESERVATIONS: usize = 2;
+/// Default number of slots of one shard key that providers from one network origin (an IPv4
+/// /24, an IPv6 /48, or one relay for relayed connections) may hold on a DHT node running the
+/// registry. A private fleet whose relays share one subnet raises it.
+pub const DEFAULT_PROVIDERS_PER_ORIGIN: usize = 4;
+/// How many renewal intervals a shard-key provider record outlives its last renewal on a DHT
+/// node running the registry (instead of kad's 48 h), so that a relay that died stops costing
+/// readers a fetch within hours, not days.
+pub const SHARD_PROVIDER_RENEWALS: u32 = 3;
 /// Largest signed record accepted, in bytes.
 pub const MAX_RECORD_BYTES: usize = 4096;
 /// Most addresses a record may carry.
@@ -110,6 +118,7 @@ pub struct RegistryConfig {
     pub(crate) max_clock_skew: Duration,
     pub(crate) reservations: usize,
     pub(crate) other_records: OtherRecords,
+    pub(crate) providers_per_origin: usize,
 }
 
 impl Default for RegistryConfig {
@@ -131,6 +140,7 @@ impl Default for RegistryConfig {
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             reservations: DEFAULT_RESERVATIONS,
             other_records: OtherRecords::Store,
+            providers_per_origin: DEFAULT_PROVIDERS_PER_ORIGIN,
         }
     }
 }
@@ -176,6 +186,16 @@ impl RegistryConfig {
         self.discovery_timeout
     }
 
+    /// Slots of one shard key one network origin may hold on this node.
+    pub fn providers_per_origin(&self) -> usize {
+        self.providers_per_origin
+    }
+
+    /// How long this node keeps a shard-key provider record after its last renewal.
+    pub fn shard_provider_ttl(&self) -> Duration {
+        self.reprovide_interval * SHARD_PROVIDER_RENEWALS
+    }
+
     fn validate(&self) -> Result<(), RegistryConfigError> {
         if !self.namespace.starts_with('/') {
             return Err(RegistryConfigError::Namespace);
@@ -187,6 +207,7 @@ impl RegistryConfig {
             (self.max_record_reads, "max_record_reads"),
             (self.parallel_reads, "parallel_reads"),
             (self.reservations, "reservations"),
+            (self.providers_per_origin, "providers_per_origin"),
         ] {
             if value == 0 {
                 return Err(RegistryConfigError::Zero(name));
@@ -238,6 +259,13 @@ impl RegistryConfigBuilder {
     /// half of it.
     pub fn record_ttl(mut self, ttl: Duration) -> Self {
         self.config.record_ttl = ttl;
+        self
+    }
+    /// Slots of one shard key that providers from one network origin may hold on this node
+    /// when it stores provider records (default [`DEFAULT_PROVIDERS_PER_ORIGIN`]; must not be
+    /// zero). A private fleet whose relays share one subnet raises it.
+    pub fn providers_per_origin(mut self, slots: usize) -> Self {
+        self.config.providers_per_origin = slots;
         self
     }
     /// Minimum time between load-driven republications (default 30 s).

@@ -295,15 +295,11 @@ impl Behaviour {
                 tracing::debug!(%peer, %error, "relay record fetch failed");
                 self.count_rejected(id);
                 match error {
-                    // Unreachable (dead, or no address known yet): not a lie, so not skipped
-                    // later; it only leaves the known relays.
-                    request_response::OutboundFailure::DialFailure => {
-                        if let Some(d) = self.discoveries.get_mut(&id) {
-                            d.failed.insert(relay);
-                        }
-                    }
-                    // Silent: a loaded relay may be slow once; twice lately, it is skipped.
-                    request_response::OutboundFailure::Timeout
+                    // Unreachable or silent (dead, frozen, no address known yet, or loaded):
+                    // once may be bad luck; twice lately, it is skipped, so that dead
+                    // providers whose records outlive them stop costing reads.
+                    request_response::OutboundFailure::DialFailure
+                    | request_response::OutboundFailure::Timeout
                     | request_response::OutboundFailure::ConnectionClosed
                     | request_response::OutboundFailure::Io(_) => {
                         self.trust.silent(relay, Instant::now());

@@ -92,7 +92,9 @@ pub enum SessionError {
 /// Events of the registry.
 #[derive(Debug)]
 pub enum Event {
-    /// The relay registered (it became enabled and capable).
+    /// The relay registered: it became enabled and capable, and its shard-key announcement
+    /// reached at least one DHT peer (until then it retries every few seconds, and logs a
+    /// warning once).
     Registered {
         /// The record announced.
         record: RelayRecord,

@@ -66,6 +66,8 @@ mod fetch;
 mod inner;
 mod plan;
 mod proto;
+mod provider_admission;
+mod provider_book;
 mod rank;
 mod record;
 mod schedule;
@@ -80,15 +82,18 @@ pub use config::{
     OtherRecords, PublishMode, RegistryConfig, RegistryConfigBuilder, RegistryConfigError,
     DEFAULT_DISCOVERY_TARGET, DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_FETCH_TIMEOUT,
     DEFAULT_LOAD_CHANGE_PERCENT, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_RECORD_READS,
-    DEFAULT_MIN_REPUBLISH_INTERVAL, DEFAULT_NAMESPACE, DEFAULT_PARALLEL_READS, DEFAULT_RECORD_TTL,
-    DEFAULT_REPROVIDE_INTERVAL, DEFAULT_RESERVATIONS, DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND,
-    MAX_RECORD_ADDRS, MAX_RECORD_BYTES, MAX_RECORD_TTL,
+    DEFAULT_MIN_REPUBLISH_INTERVAL, DEFAULT_NAMESPACE, DEFAULT_PARALLEL_READS,
+    DEFAULT_PROVIDERS_PER_ORIGIN, DEFAULT_RECORD_TTL, DEFAULT_REPROVIDE_INTERVAL,
+    DEFAULT_RESERVATIONS, DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND, MAX_RECORD_ADDRS,
+    MAX_RECORD_BYTES, MAX_RECORD_TTL, SHARD_PROVIDER_RENEWALS,
 };
 pub use event::{
     DiscoveryId, DiscoveryStats, Event, RejectedAt, RelayFailure, RelaySessionId, RequestId,
     SessionError,
 };
 pub use plan::{Held, ReservationPlan, RESERVATION_TIMEOUT, RETRY_BACKOFF};
+pub use provider_admission::PROVIDERS_PER_KEY;
+pub use provider_book::{OTHER_PROVIDER_KEYS, RESERVED_PROVIDER_KEYS};
 pub use rank::{rank, rank_by_experience, RelayCandidate, MAX_TRUSTED_SPARE};
 pub use record::{open, unix_ms, OpenError, RelayRecord, RECORD_DOMAIN, RECORD_PAYLOAD_TYPE};
 pub use schedule::{Action, RelayState, RepublishReason, Schedule, WithdrawReason};

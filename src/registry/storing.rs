@@ -1,6 +1,8 @@
 //! The storing side: kad's record filtering. Relay records (keys `<namespace>/record/…`) are
 //! stored only if signed by the key's relay, unexpired, within the allowed lifetime and not
-//! older than the record already held; other records and provider records are stored as an
+//! older than the record already held; provider records are kept as
+//! [`ProviderBook`](super::provider_book::ProviderBook) decides (shard membership, slots shared
+//! between network origins, room kept for the node's own); other records are stored as an
 //! unfiltered kad would, or handed to the application.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -53,10 +55,14 @@ impl Behaviour {
             InboundRequest::AddProvider {
                 record: Some(provider),
             } => {
-                // A provider record carries nothing to validate: kad already checked that the
-                // provider is the peer that sent it.
-                if let Err(e) = self.inner.kad.store_mut().add_provider(provider) {
-                    tracing::debug!("provider record not stored: {e}");
+                // kad already checked that the provider is the peer that sent it.
+                let (key, from) = (provider.key.clone(), provider.provider);
+                let store = self.inner.kad.store_mut();
+                if let Err(reason) = self
+                    .providers
+                    .add(store, provider, self.local, Instant::now())
+                {
+                    tracing::debug!(%from, ?key, %reason, "provider record not stored");
                 }
             }
             other => self.emit(Event::Kad(Box::new(libp2p::kad::Event::InboundRequest {

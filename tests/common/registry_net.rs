@@ -321,3 +321,28 @@ impl NetPeer {
 pub fn peers(relays: &[RelayCandidate]) -> Vec<PeerId> {
     relays.iter().map(|c| c.peer()).collect()
 }
+
+/// This process's CPU time (user + system), if the platform tells.
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Waits (at most `limit`) until the process uses under 20 % of a core over 2 s: many
+/// in-process peers set up in a debug build keep both cores busy for a while.
+pub async fn settle(limit: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let (Some(before), pause) = (cpu_time(), Duration::from_secs(2)) else {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            break;
+        };
+        tokio::time::sleep(pause).await;
+        if cpu_time().is_some_and(|after| after - before < pause / 5) {
+            break;
+        }
+    }
+    start.elapsed()
+}
