@@ -113,6 +113,10 @@ pub struct Behaviour {
     /// The direct (not relayed) connections of each peer.
     pub(super) direct: HashMap<PeerId, HashSet<ConnectionId>>,
     pub(super) sessions: HashMap<ConnectionId, PeerId>,
+    /// Whether the relays we hold reservations on still answer.
+    pub(super) liveness: super::liveness::Liveness,
+    /// Liveness probes in flight: the relay asked and when.
+    pub(super) probes: HashMap<OutboundRequestId, (PeerId, Instant)>,
     next_id: u64,
     /// Copies of the Kademlia events, for the owner's metrics, if asked for.
     kad_log: Option<VecDeque<kad::Event>>,
@@ -179,6 +183,8 @@ impl Behaviour {
             relay_dials: HashMap::new(),
             direct: HashMap::new(),
             sessions: HashMap::new(),
+            liveness: Default::default(),
+            probes: HashMap::new(),
             next_id: 0,
             trust: Default::default(),
             kad_log: None,
@@ -189,7 +195,8 @@ impl Behaviour {
         }
     }
 
-    /// A registry with a [`MemoryStore`] and kad's default configuration under the DHT
+    /// A registry with a [`MemoryStore`] and kad's default configuration (but a per-request
+    /// timeout of [`fetch_timeout`](super::RegistryConfigBuilder::fetch_timeout)) under the DHT
     /// protocol name `protocol` (a private network's own, e.g. `/macula/kad/1.0.0`, or
     /// `/ipfs/kad/1.0.0` for the public DHT).
     pub fn with_protocol(
@@ -198,12 +205,11 @@ impl Behaviour {
         config: RegistryConfig,
     ) -> Self {
         let local = keypair.public().to_peer_id();
-        Self::new(
-            keypair,
-            kad::Config::new(protocol),
-            MemoryStore::new(local),
-            config,
-        )
+        let mut kad_config = kad::Config::new(protocol);
+        // A frozen DHT node holds each lookup that asks it for the whole per-request timeout
+        // (10 s by default): bound it as a record fetch is.
+        kad_config.set_substreams_timeout(config.fetch_timeout);
+        Self::new(keypair, kad_config, MemoryStore::new(local), config)
     }
 
     /// The shared Kademlia: add bootstrap addresses, set the mode, run the application's own

@@ -108,9 +108,73 @@ impl Behaviour {
                 now,
             );
         }
+        self.probe_relays(now);
         if self.plan.needs_more() && self.rediscover_at.is_some_and(|at| now >= at) {
             self.apply_plan(now);
         }
+    }
+
+    /// Asks the relays holding our reservations for their record when due (see
+    /// [`liveness`](super::liveness)).
+    fn probe_relays(&mut self, now: Instant) {
+        // A probe unanswered after the fetch timeout is a silence, whatever the transport's
+        // own (longer) stream timeouts say; its late answer is ignored.
+        let timeout = self.config.fetch_timeout;
+        let late: Vec<_> = self
+            .probes
+            .iter()
+            .filter(|(_, (_, sent))| now.saturating_duration_since(*sent) >= timeout)
+            .map(|(id, (relay, _))| (*id, *relay))
+            .collect();
+        for (id, relay) in late {
+            self.probes.remove(&id);
+            self.on_probe_silent(relay, now);
+        }
+        let active: Vec<PeerId> = self
+            .plan
+            .held()
+            .filter(|(_, h)| **h == super::plan::Held::Active)
+            .map(|(relay, _)| *relay)
+            .collect();
+        for relay in self.liveness.due(&active, now) {
+            let request = super::fetch::FetchRequest {
+                namespace: self.config.namespace.clone(),
+            };
+            let id = self.inner.fetch.send_request(&relay, request);
+            self.probes.insert(id, (relay, now));
+        }
+    }
+
+    /// A liveness probe of `relay` went unanswered: after
+    /// [`SILENCES_TO_DROP`](super::SILENCES_TO_DROP) in a row the relay counts as gone, its
+    /// connections are closed and its reservation is replaced.
+    pub(super) fn on_probe_silent(&mut self, relay: PeerId, now: Instant) {
+        if self.liveness.silent(&relay, now) != super::liveness::Verdict::Dead {
+            return;
+        }
+        let listener = self
+            .listeners
+            .iter()
+            .find(|(_, r)| **r == relay)
+            .map(|(l, _)| *l);
+        if let Some(id) = listener {
+            self.listeners.remove(&id);
+            self.queue.push_back(ToSwarm::RemoveListener { id });
+        }
+        self.queue.push_back(ToSwarm::CloseConnection {
+            peer_id: relay,
+            connection: CloseConnection::All,
+        });
+        self.trust.mark_bad(relay, now);
+        self.reservation_failed(
+            relay,
+            None,
+            format!(
+                "stopped answering ({} record requests in a row unanswered)",
+                super::liveness::SILENCES_TO_DROP
+            ),
+            now,
+        );
     }
 
     pub(super) fn apply_plan(&mut self, now: Instant) {

@@ -271,6 +271,10 @@ impl Behaviour {
                     },
                 ..
             } => {
+                if let Some((relay, _)) = self.probes.remove(&request_id) {
+                    self.liveness.answered(&relay, Instant::now());
+                    return;
+                }
                 let Some((id, relay, sent)) = self.fetches.remove(&request_id) else {
                     return;
                 };
@@ -289,6 +293,16 @@ impl Behaviour {
                 error,
                 ..
             } => {
+                if let Some((relay, _)) = self.probes.remove(&request_id) {
+                    match error {
+                        // Alive, just not serving records: nothing to judge.
+                        request_response::OutboundFailure::UnsupportedProtocols => {
+                            self.liveness.answered(&relay, Instant::now())
+                        }
+                        _ => self.on_probe_silent(relay, Instant::now()),
+                    }
+                    return;
+                }
                 let Some((id, relay, _)) = self.fetches.remove(&request_id) else {
                     return;
                 };
@@ -374,8 +388,28 @@ impl Behaviour {
         }
     }
 
-    /// Reports every discovery whose deadline has passed, with what it has read.
+    /// Reports every discovery whose deadline has passed, with what it has read. A record
+    /// fetch unanswered after the fetch timeout is a silence, whatever the transport's own
+    /// (longer) stream timeouts say: a frozen relay costs a read its timeout, not the
+    /// discovery its deadline.
     pub(super) fn expire_discoveries(&mut self, now: Instant) {
+        let timeout = self.config.fetch_timeout;
+        let late: Vec<_> = self
+            .fetches
+            .iter()
+            .filter(|(_, (_, _, sent))| now.saturating_duration_since(*sent) >= timeout)
+            .map(|(request, (id, relay, _))| (*request, *id, *relay))
+            .collect();
+        for (request, id, relay) in late {
+            self.fetches.remove(&request);
+            tracing::debug!(%relay, "relay record fetch unanswered");
+            self.count_rejected(id);
+            self.trust.silent(relay, now);
+            if let Some(d) = self.discoveries.get_mut(&id) {
+                d.failed.insert(relay);
+            }
+            self.read_done(id);
+        }
         let late: Vec<DiscoveryId> = self
             .discoveries
             .iter()

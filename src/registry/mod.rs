@@ -64,6 +64,7 @@ mod event;
 mod failure;
 mod fetch;
 mod inner;
+mod liveness;
 mod plan;
 mod proto;
 mod provider_admission;
@@ -91,6 +92,7 @@ pub use event::{
     DiscoveryId, DiscoveryStats, Event, RejectedAt, RelayFailure, RelaySessionId, RequestId,
     SessionError,
 };
+pub use liveness::{PROBE_INTERVAL, PROBE_RETRY, SILENCES_TO_DROP};
 pub use plan::{Held, ReservationPlan, RESERVATION_TIMEOUT, RETRY_BACKOFF};
 pub use provider_admission::PROVIDERS_PER_KEY;
 pub use provider_book::{OTHER_PROVIDER_KEYS, RESERVED_PROVIDER_KEYS};
