@@ -13,7 +13,7 @@ use super::{
     event::Event,
     record::{unix_ms, RelayRecord},
     schedule::{Action, RelayState},
-    shard::{record_key, shard_key, shard_of},
+    shard::{level_key, level_shard_of, record_key, shard_of},
     PublishMode,
 };
 
@@ -91,7 +91,7 @@ impl Behaviour {
                 let record = self.sign(&state, false);
                 self.schedule.on_withdrawn();
                 self.announcing = None;
-                if let Some(key) = self.provided_shard.take() {
+                for key in std::mem::take(&mut self.provided_shards) {
                     self.inner.kad.stop_providing(&key);
                 }
                 self.reprovide_at = None;
@@ -175,25 +175,33 @@ impl Behaviour {
         record
     }
 
-    /// Announces the relay on its shard key (again).
+    /// Announces the relay on its shard key of every level (again).
     fn provide(&mut self, now: Instant) {
-        let key = shard_key(
-            &self.config.namespace,
-            shard_of(&self.local, self.config.shards),
-        );
-        self.provided_shard = Some(key.clone());
-        match self.inner.kad.start_providing(key) {
-            Ok(query) => {
-                self.queries.insert(query, Query::ProvideShard);
-                self.reprovide_at = Some(now + self.config.reprovide_interval);
-            }
-            Err(e) => {
-                // The local provider store is full (other peers' records): try again soon
-                // rather than at the next renewal.
-                tracing::warn!("cannot provide the shard key: {e}; retrying");
-                self.reprovide_at = Some(now + super::behaviour::PUBLISH_RETRY);
+        self.provided_shards = self.own_shard_keys();
+        self.reprovide_at = Some(now + self.config.reprovide_interval);
+        for key in self.provided_shards.clone() {
+            match self.inner.kad.start_providing(key) {
+                Ok(query) => {
+                    self.queries.insert(query, Query::ProvideShard);
+                }
+                Err(e) => {
+                    // The local provider store is full (other peers' records): try again soon
+                    // rather than at the next renewal.
+                    tracing::warn!("cannot provide a shard key: {e}; retrying");
+                    self.reprovide_at = Some(now + super::behaviour::PUBLISH_RETRY);
+                }
             }
         }
+    }
+
+    /// This relay's shard key at each level.
+    fn own_shard_keys(&self) -> Vec<libp2p::kad::RecordKey> {
+        (0..self.config.levels)
+            .map(|level| {
+                let index = level_shard_of(&self.local, self.config.shards, level);
+                level_key(&self.config.namespace, level, index)
+            })
+            .collect()
     }
 
     /// In records mode, puts the signed record (or withdrawal) under the relay's record key.

@@ -48,8 +48,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// What one of the registry's own kad queries is for.
 #[derive(Debug, Clone)]
 pub(super) enum Query {
-    /// A shard's `GET_PROVIDERS` in a discovery.
-    Shard(DiscoveryId, u16),
+    /// A shard key's `GET_PROVIDERS` in a discovery: its level and index.
+    Shard(DiscoveryId, u8, u32),
     /// A relay record's `GET_VALUE` in a discovery (records mode).
     Record(DiscoveryId, PeerId),
     /// The target's locator `GET_PROVIDERS` in a session request.
@@ -81,7 +81,8 @@ pub struct Behaviour {
     pub(super) relay: Option<RelayState>,
     pub(super) schedule: Schedule,
     pub(super) current: Option<(RelayRecord, Vec<u8>)>,
-    pub(super) provided_shard: Option<RecordKey>,
+    /// The shard keys this relay provides, one per level.
+    pub(super) provided_shards: Vec<RecordKey>,
     /// The registration record, until its shard-key announcement reached a DHT peer.
     pub(super) announcing: Option<RelayRecord>,
     /// Announcements of the shard key in a row that reached no DHT peer.
@@ -95,6 +96,8 @@ pub struct Behaviour {
     pub(super) queries: HashMap<QueryId, Query>,
     pub(super) fetches: HashMap<OutboundRequestId, (DiscoveryId, PeerId, Instant)>,
     pub(super) known: HashMap<PeerId, Known>,
+    /// The shard level the next discovery starts at (where the last one ended).
+    pub(super) read_level: u8,
     /// What this reader saw of providers and relays (negative cache, failed reservations).
     pub(super) trust: super::trust::Trust,
     // Storing side.
@@ -163,7 +166,7 @@ impl Behaviour {
             unroutable: HashSet::new(),
             relay: None,
             current: None,
-            provided_shard: None,
+            provided_shards: Vec::new(),
             announcing: None,
             announce_failures: 0,
             reprovide_at: None,
@@ -174,6 +177,7 @@ impl Behaviour {
             queries: HashMap::new(),
             fetches: HashMap::new(),
             known: HashMap::new(),
+            read_level: 0,
             listeners: HashMap::new(),
             lost: VecDeque::new(),
             reservation_discovery: None,
@@ -209,7 +213,21 @@ impl Behaviour {
         // A frozen DHT node holds each lookup that asks it for the whole per-request timeout
         // (10 s by default): bound it as a record fetch is.
         kad_config.set_substreams_timeout(config.fetch_timeout);
-        Self::new(keypair, kad_config, MemoryStore::new(local), config)
+        // Room for every shard key of the namespace on top of kad's default.
+        let store = kad::store::MemoryStoreConfig::default();
+        let shard_keys: u32 = (0..config.levels)
+            .map(|level| super::shard::keys_at(config.shards, level))
+            .sum();
+        let store = kad::store::MemoryStoreConfig {
+            max_provided_keys: store.max_provided_keys + shard_keys as usize,
+            ..store
+        };
+        Self::new(
+            keypair,
+            kad_config,
+            MemoryStore::with_config(local, store),
+            config,
+        )
     }
 
     /// The shared Kademlia: add bootstrap addresses, set the mode, run the application's own
@@ -333,8 +351,8 @@ impl Behaviour {
                     self.queries.remove(&id);
                 }
                 match query {
-                    Query::Shard(discovery, shard) => {
-                        self.on_shard_result(discovery, shard, result, step.last, &stats)
+                    Query::Shard(discovery, level, shard) => {
+                        self.on_shard_result(discovery, (level, shard), result, step.last, &stats)
                     }
                     Query::Record(discovery, relay) => {
                         self.on_record_result(discovery, relay, result, step.last, &stats)

@@ -27,6 +27,15 @@ pub const DEFAULT_LOAD_CHANGE_PERCENT: u8 = 10;
 /// Default interval at which a relay renews its provider record (on top of kad's own
 /// republication), so that nodes that joined close to the shard key learn it.
 pub const DEFAULT_REPROVIDE_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Default number of shard levels (see [`shard`](super::shard)): 8, 64 and 512 keys, visible
+/// capacity about 10,000 relays; each relay provides one key per level.
+pub const DEFAULT_LEVELS: u8 = 3;
+/// Most shard levels: 4 levels are 4,680 keys.
+pub const MAX_LEVELS: u8 = 4;
+/// Providers a reader must see on one key to take it as full (nodes keep
+/// [`PROVIDERS_PER_KEY`](super::PROVIDERS_PER_KEY) = 20; a reader often sees a few less), and so
+/// read the next level, whose keys hold fewer relays each.
+pub const FULL_KEY_PROVIDERS: usize = super::provider_admission::PROVIDERS_PER_KEY * 4 / 5;
 /// Default number of relay candidates a discovery looks for before it stops reading shards.
 pub const DEFAULT_DISCOVERY_TARGET: usize = 8;
 /// Default number of shard keys a discovery reads in parallel per round.
@@ -93,6 +102,9 @@ pub enum RegistryConfigError {
     /// The namespace must start with `/`.
     #[error("namespace must start with '/'")]
     Namespace,
+    /// More shard levels than [`MAX_LEVELS`].
+    #[error("levels must be at most {MAX_LEVELS}")]
+    TooManyLevels,
     /// The load-change threshold is over 100 %.
     #[error("load_change_percent must be at most 100")]
     Percent,
@@ -104,6 +116,7 @@ pub enum RegistryConfigError {
 pub struct RegistryConfig {
     pub(crate) namespace: String,
     pub(crate) shards: u16,
+    pub(crate) levels: u8,
     pub(crate) mode: PublishMode,
     pub(crate) record_ttl: Duration,
     pub(crate) min_republish_interval: Duration,
@@ -126,6 +139,7 @@ impl Default for RegistryConfig {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             shards: DEFAULT_SHARDS,
+            levels: DEFAULT_LEVELS,
             mode: PublishMode::Providers,
             record_ttl: DEFAULT_RECORD_TTL,
             min_republish_interval: DEFAULT_MIN_REPUBLISH_INTERVAL,
@@ -156,9 +170,13 @@ impl RegistryConfig {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
-    /// The number of shard keys.
+    /// The number of shard keys at level 0.
     pub fn shards(&self) -> u16 {
         self.shards
+    }
+    /// The number of shard levels.
+    pub fn levels(&self) -> u8 {
+        self.levels
     }
     /// Where records live.
     pub fn mode(&self) -> PublishMode {
@@ -202,6 +220,7 @@ impl RegistryConfig {
         }
         for (value, name) in [
             (usize::from(self.shards), "shards"),
+            (usize::from(self.levels), "levels"),
             (self.discovery_target, "discovery_target"),
             (self.shards_per_round, "shards_per_round"),
             (self.max_record_reads, "max_record_reads"),
@@ -226,6 +245,9 @@ impl RegistryConfig {
         if self.record_ttl > MAX_RECORD_TTL {
             return Err(RegistryConfigError::RecordTtlTooLong);
         }
+        if self.levels > MAX_LEVELS {
+            return Err(RegistryConfigError::TooManyLevels);
+        }
         if self.load_change_percent > 100 {
             return Err(RegistryConfigError::Percent);
         }
@@ -245,9 +267,16 @@ impl RegistryConfigBuilder {
         self.config.namespace = namespace.into();
         self
     }
-    /// Number of shard keys (default [`DEFAULT_SHARDS`]).
+    /// Number of shard keys at level 0 (default [`DEFAULT_SHARDS`]).
     pub fn shards(mut self, shards: u16) -> Self {
         self.config.shards = shards;
+        self
+    }
+    /// Number of shard levels, 1 to [`MAX_LEVELS`] (default [`DEFAULT_LEVELS`]): a relay
+    /// provides one key per level, a reader descends at most this deep. A fleet may raise it
+    /// relay by relay: level 0 never changes.
+    pub fn levels(mut self, levels: u8) -> Self {
+        self.config.levels = levels;
         self
     }
     /// Where records live (default [`PublishMode::Providers`]).

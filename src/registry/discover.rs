@@ -23,11 +23,12 @@ use rand::{seq::SliceRandom, thread_rng};
 
 use super::{
     behaviour::{Behaviour, Known, Query, KNOWN_LIFETIME},
+    config::FULL_KEY_PROVIDERS,
     event::{DiscoveryId, DiscoveryStats, Event, RejectedAt},
     fetch::{FetchRequest, FetchResponse},
     rank::{rank_by_experience, RelayCandidate},
     record::unix_ms,
-    shard::{read_order, record_key, shard_key, shard_of},
+    shard::{keys_at, level_key, level_shard_of, read_order, record_key, LEVEL_FANOUT},
     verify::{verify, Expectation, RecordError},
     PublishMode,
 };
@@ -44,8 +45,15 @@ pub(super) struct Discovery {
     queue: VecDeque<(PeerId, Vec<Multiaddr>)>,
     /// Providers whose read failed in this discovery.
     failed: HashSet<PeerId>,
-    /// Shards not read yet, in reading order.
-    order: Vec<u16>,
+    /// The shard level being read.
+    level: u8,
+    /// Shards of that level not read yet, in reading order.
+    order: Vec<u32>,
+    /// The providers each key of that level returned.
+    key_providers: HashMap<u32, HashSet<PeerId>>,
+    /// Whether a key of that level returned [`FULL_KEY_PROVIDERS`] or more: its relays are
+    /// the first-come part of a larger set, and the next level is read instead.
+    full: bool,
     shards_in_flight: usize,
     reads_in_flight: usize,
     providers: HashSet<PeerId>,
@@ -61,7 +69,8 @@ impl Behaviour {
     pub fn discover_relays(&mut self) -> DiscoveryId {
         let id = DiscoveryId(self.next_id());
         self.activity.discoveries += 1;
-        let order = read_order(self.config.shards, &mut thread_rng());
+        let level = self.read_level.min(self.config.levels.saturating_sub(1));
+        let order = read_order(keys_at(self.config.shards, level), &mut thread_rng());
         self.discoveries.insert(
             id,
             Discovery {
@@ -69,7 +78,10 @@ impl Behaviour {
                 deadline: Instant::now() + self.config.discovery_timeout,
                 queue: VecDeque::new(),
                 failed: HashSet::new(),
+                level,
                 order,
+                key_providers: HashMap::new(),
+                full: false,
                 shards_in_flight: 0,
                 reads_in_flight: 0,
                 providers: HashSet::new(),
@@ -88,16 +100,17 @@ impl Behaviour {
             return;
         };
         let take = per_round.min(discovery.order.len());
-        let shards: Vec<u16> = discovery.order.drain(..take).collect();
+        let shards: Vec<u32> = discovery.order.drain(..take).collect();
+        let level = discovery.level;
         discovery.shards_in_flight += shards.len();
         discovery.stats.shards_read += shards.len();
         discovery.stats.dht_lookups += shards.len();
         for shard in shards {
-            let query = self
-                .inner
-                .kad
-                .get_providers(shard_key(&self.config.namespace, shard));
-            self.queries.insert(query, Query::Shard(id, shard));
+            let query =
+                self.inner
+                    .kad
+                    .get_providers(level_key(&self.config.namespace, level, shard));
+            self.queries.insert(query, Query::Shard(id, level, shard));
         }
         self.maybe_finish(id);
     }
@@ -105,7 +118,7 @@ impl Behaviour {
     pub(super) fn on_shard_result(
         &mut self,
         id: DiscoveryId,
-        shard: u16,
+        (level, shard): (u8, u32),
         result: QueryResult,
         last: bool,
         stats: &QueryStats,
@@ -116,7 +129,7 @@ impl Behaviour {
             let mut providers: Vec<PeerId> = providers.into_iter().collect();
             providers.shuffle(&mut thread_rng());
             for provider in providers {
-                self.on_provider(id, shard, provider);
+                self.on_provider(id, (level, shard), provider);
             }
             self.pump_reads(id);
         }
@@ -124,23 +137,35 @@ impl Behaviour {
             if let Some(d) = self.discoveries.get_mut(&id) {
                 d.shards_in_flight -= 1;
                 d.stats.dht_requests += stats.num_requests();
+                if d.level == level {
+                    let returned = d.key_providers.entry(shard).or_default().len();
+                    d.full |= returned >= FULL_KEY_PROVIDERS;
+                }
             }
             self.maybe_finish(id);
         }
     }
 
-    /// A provider of `shard` found: queued for a read unless it cannot be a relay of that
-    /// shard, failed a read lately, or was seen already.
-    fn on_provider(&mut self, id: DiscoveryId, shard: u16, provider: PeerId) {
+    /// A provider of `shard` at `level` found: queued for a read unless it cannot be a relay
+    /// of that shard, failed a read lately, or was seen already.
+    fn on_provider(&mut self, id: DiscoveryId, (level, shard): (u8, u32), provider: PeerId) {
         let shards = self.config.shards;
         let bad = self.trust.is_bad(&provider, Instant::now());
         let Some(d) = self.discoveries.get_mut(&id) else {
             return;
         };
+        if d.level != level {
+            // A lookup of a level left behind.
+            return;
+        }
+        let in_shard = level_shard_of(&provider, shards, level) == shard;
+        if in_shard {
+            d.key_providers.entry(shard).or_default().insert(provider);
+        }
         if !d.providers.insert(provider) {
             return;
         }
-        if shard_of(&provider, shards) != shard {
+        if !in_shard {
             d.stats.wrong_shard += 1;
             return;
         }
@@ -179,11 +204,18 @@ impl Behaviour {
     /// discovery has reads left.
     fn pump_reads(&mut self, id: DiscoveryId) {
         let (parallel, max_reads) = (self.config.parallel_reads, self.config.max_record_reads);
+        let levels = self.config.levels;
         loop {
             let Some(d) = self.discoveries.get_mut(&id) else {
                 return;
             };
             if d.reads_in_flight >= parallel || d.stats.record_reads >= max_reads {
+                return;
+            }
+            // Above the finest level, reads wait for the round's lookups: if a key turns out
+            // full, the next level is read instead, and the first-come relays of a large
+            // fleet are not fetched by every client.
+            if d.level + 1 < levels && (d.shards_in_flight > 0 || d.full) {
                 return;
             }
             let Some((provider, addrs)) = d.queue.pop_front() else {
@@ -451,11 +483,36 @@ impl Behaviour {
 
     fn maybe_finish(&mut self, id: DiscoveryId) {
         let target = self.config.discovery_target;
+        let levels = self.config.levels;
+        let Some(d) = self.discoveries.get_mut(&id) else {
+            return;
+        };
+        if d.shards_in_flight > 0 {
+            return;
+        }
+        if d.full && d.level + 1 < levels {
+            // This level's keys are full: what they hold is the first-come part of the fleet.
+            // Read the next level, whose keys hold an eighth as many, and keep only what it
+            // gives, so that clients spread over the whole fleet.
+            d.level += 1;
+            d.full = false;
+            d.order = read_order(keys_at(self.config.shards, d.level), &mut thread_rng());
+            d.key_providers.clear();
+            d.results.clear();
+            d.queue.clear();
+            d.providers.clear();
+            d.stats.levels_descended += 1;
+            self.read_level = d.level;
+            self.next_round(id);
+            return;
+        }
+        // Reads held back while the round's lookups ran.
+        self.pump_reads(id);
         let Some(d) = self.discoveries.get(&id) else {
             return;
         };
         let reads_left = d.stats.record_reads < self.config.max_record_reads;
-        if d.shards_in_flight > 0 || d.reads_in_flight > 0 || (reads_left && !d.queue.is_empty()) {
+        if d.reads_in_flight > 0 || (reads_left && !d.queue.is_empty()) {
             return;
         }
         let enabled = d.results.values().filter(|c| c.record.enabled).count();
@@ -472,11 +529,12 @@ impl Behaviour {
         let Some(mut d) = self.discoveries.remove(&id) else {
             return;
         };
+        self.read_level = next_read_level(&d);
         // Its lookups still running (a deadline passed) are of no use any more.
         let outstanding: Vec<_> = self
             .queries
             .iter()
-            .filter(|(_, q)| matches!(q, Query::Shard(of, _) | Query::Record(of, _) if *of == id))
+            .filter(|(_, q)| matches!(q, Query::Shard(of, ..) | Query::Record(of, _) if *of == id))
             .map(|(query, _)| *query)
             .collect();
         for query in outstanding {
@@ -518,5 +576,22 @@ impl Behaviour {
             self.reservation_discovery = None;
             self.apply_plan(Instant::now());
         }
+    }
+}
+
+/// The level the next discovery starts at: the one this discovery ended at, or the one above
+/// when that would not be full either (the fleet shrank): the keys read here held so few
+/// relays that [`LEVEL_FANOUT`] of them together stay under [`FULL_KEY_PROVIDERS`].
+fn next_read_level(d: &Discovery) -> u8 {
+    if d.level == 0 || d.full || d.key_providers.is_empty() {
+        return d.level;
+    }
+    let read = d.key_providers.len();
+    let found: usize = d.key_providers.values().map(HashSet::len).sum();
+    let per_coarser_key = found * LEVEL_FANOUT as usize / read;
+    if per_coarser_key < FULL_KEY_PROVIDERS {
+        d.level - 1
+    } else {
+        d.level
     }
 }

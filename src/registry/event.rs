@@ -50,6 +50,9 @@ pub struct DiscoveryStats {
     /// Providers of a shard key they do not belong to (a relay provides only its own shard):
     /// ignored.
     pub wrong_shard: usize,
+    /// Shard levels it descended because the keys it read were full (see
+    /// [`shard`](super::shard)).
+    pub levels_descended: usize,
     /// Whether the discovery's deadline passed before every read finished (the result holds
     /// what was read by then).
     pub timed_out: bool,

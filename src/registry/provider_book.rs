@@ -20,7 +20,7 @@ use libp2p::{
 
 use super::{
     provider_admission::{admit, Admission, Origin, Slot, PROVIDERS_PER_KEY},
-    shard::{shard_key, shard_of},
+    shard::{keys_at, level_key, level_shard_of},
     RegistryConfig,
 };
 
@@ -56,8 +56,10 @@ pub(crate) enum Refused {
 pub(crate) struct ProviderBook {
     /// The origin of each connected peer and its number of connections.
     connected: HashMap<PeerId, (Origin, usize)>,
-    /// The namespace's shard keys and their shard, for the configured shard count.
-    shards: HashMap<RecordKey, u16>,
+    /// The namespace's shard keys of every level, with their level and index.
+    shards: HashMap<RecordKey, (u8, u32)>,
+    /// Shard keys at level 0.
+    base_shards: u16,
     /// Who holds each shard key's slots, oldest first.
     slots: HashMap<RecordKey, Vec<Slot>>,
     /// Other keys stored, with when their latest provider record expires.
@@ -72,9 +74,13 @@ impl ProviderBook {
     /// A book for the shard keys of `config`'s namespace.
     pub(crate) fn new(config: &RegistryConfig) -> Self {
         Self {
-            shards: (0..config.shards)
-                .map(|s| (shard_key(&config.namespace, s), s))
+            shards: (0..config.levels)
+                .flat_map(|level| {
+                    (0..keys_at(config.shards, level)).map(move |index| (level, index))
+                })
+                .map(|(level, index)| (level_key(&config.namespace, level, index), (level, index)))
                 .collect(),
+            base_shards: config.shards,
             per_origin: config.providers_per_origin,
             shard_ttl: config.shard_provider_ttl(),
             ..Self::default()
@@ -109,7 +115,7 @@ impl ProviderBook {
         now: Instant,
     ) -> Result<(), Refused> {
         match self.shards.get(&record.key) {
-            Some(&shard) => self.add_to_shard(store, record, shard, local, now),
+            Some(&(level, index)) => self.add_to_shard(store, record, level, index, local, now),
             None => self.add_other(store, record, now),
         }
     }
@@ -118,12 +124,12 @@ impl ProviderBook {
         &mut self,
         store: &mut MemoryStore,
         mut record: ProviderRecord,
-        shard: u16,
+        level: u8,
+        index: u32,
         local: PeerId,
         now: Instant,
     ) -> Result<(), Refused> {
-        let shards = u16::try_from(self.shards.len()).unwrap_or(u16::MAX);
-        if shard_of(&record.provider, shards) != shard {
+        if level_shard_of(&record.provider, self.base_shards, level) != index {
             return Err(Refused::WrongShard);
         }
         let origin = self
@@ -222,7 +228,10 @@ mod tests {
     use libp2p::kad::store::MemoryStoreConfig;
 
     use super::*;
-    use crate::registry::DEFAULT_PROVIDERS_PER_ORIGIN as PROVIDERS_PER_ORIGIN;
+    use crate::registry::{
+        shard::{shard_key, shard_of},
+        DEFAULT_PROVIDERS_PER_ORIGIN as PROVIDERS_PER_ORIGIN,
+    };
 
     const NS: &str = "/macula/relay/1";
     const SHARDS: u16 = 8;
@@ -300,6 +309,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(held(&store, &key), vec![right]);
+        // At a finer level, only relays of that key's shard too.
+        let fine = level_shard_of(&right, SHARDS, 2);
+        let fine_key = level_key(NS, 2, fine);
+        announce(
+            &mut book,
+            &mut store,
+            &fine_key,
+            right,
+            "/ip4/192.0.2.1/tcp/1",
+            now,
+        )
+        .unwrap();
+        let other = level_key(NS, 2, (fine + 8) % keys_at(SHARDS, 2));
+        assert_eq!(
+            announce(
+                &mut book,
+                &mut store,
+                &other,
+                right,
+                "/ip4/192.0.2.1/tcp/1",
+                now
+            ),
+            Err(Refused::WrongShard)
+        );
     }
 
     #[test]

@@ -2,6 +2,14 @@
 //! picks, the order a client reads them in, the per-relay record key and the per-peer locator
 //! key.
 //!
+//! Shard keys come in **levels**: level 0 has `shards` keys, each further level
+//! [`LEVEL_FANOUT`] times as many. A relay provides one key per level (its peer id's hash
+//! modulo the level's key count, so its level-ℓ key refines its level-0 one); a reader starts
+//! at the coarsest level and reads a finer one when the keys it read are full, so the fleet it
+//! can see grows eightfold per level while a discovery still reads a bounded number of keys.
+//! Level 0's keys are the original single-level keys, and adding a level never renames a key:
+//! relays and readers that know fewer levels keep working with those that know more.
+//!
 //! Provider keys are sha2-256 multihashes (what every Kademlia, including go-libp2p's, accepts
 //! for `ADD_PROVIDER`); the record key is a `/`-namespaced path, the form custom DHT records take.
 
@@ -27,16 +35,42 @@ pub fn shard_key(namespace: &str, shard: u16) -> RecordKey {
 /// The shard a relay provides on: its peer id hashed, modulo the shard count. Stable across
 /// restarts (a relay never sits in two shards) and uniform over peer ids.
 pub fn shard_of(peer: &PeerId, shards: u16) -> u16 {
+    (peer_hash(peer) % u64::from(shards.max(1))) as u16
+}
+
+fn peer_hash(peer: &PeerId) -> u64 {
     let digest = Sha256::digest(peer.to_bytes());
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(head) % u64::from(shards.max(1))) as u16
+    u64::from_be_bytes(head)
+}
+
+/// How many times as many keys each level has as the one above it.
+pub const LEVEL_FANOUT: u32 = 8;
+
+/// The number of shard keys at `level` for `shards` keys at level 0.
+pub fn keys_at(shards: u16, level: u8) -> u32 {
+    u32::from(shards.max(1)).saturating_mul(LEVEL_FANOUT.saturating_pow(u32::from(level)))
+}
+
+/// The provider key of shard `index` at `level`: level 0's are [`shard_key`]s, level ℓ ≥ 1's
+/// `sha256("<namespace>/shard/<ℓ>/<index>")` as a multihash.
+pub fn level_key(namespace: &str, level: u8, index: u32) -> RecordKey {
+    match (level, u16::try_from(index)) {
+        (0, Ok(shard)) => shard_key(namespace, shard),
+        _ => multihash_key(format!("{namespace}/shard/{level}/{index}").as_bytes()),
+    }
+}
+
+/// The shard of `peer` at `level` (at level 0, [`shard_of`]).
+pub fn level_shard_of(peer: &PeerId, shards: u16, level: u8) -> u32 {
+    (peer_hash(peer) % u64::from(keys_at(shards, level))) as u32
 }
 
 /// The shards a client reads, in a random order, so that clients spread their reads over all
 /// keys (no key is read more often than another).
-pub fn read_order(shards: u16, rng: &mut impl rand::Rng) -> Vec<u16> {
-    let mut order: Vec<u16> = (0..shards).collect();
+pub fn read_order(shards: u32, rng: &mut impl rand::Rng) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..shards).collect();
     order.shuffle(rng);
     order
 }
@@ -106,6 +140,34 @@ mod tests {
         }
         // 1000 expected per shard; 5 standard deviations is about 150.
         assert!(counts.iter().all(|c| (850..1150).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn a_relays_key_at_each_level_refines_its_level_0_key() {
+        for _ in 0..200 {
+            let peer = PeerId::random();
+            let base = shard_of(&peer, 8);
+            assert_eq!(level_shard_of(&peer, 8, 0), u32::from(base));
+            for level in 1..4 {
+                let index = level_shard_of(&peer, 8, level);
+                assert!(index < keys_at(8, level));
+                assert_eq!(index % 8, u32::from(base));
+                assert_eq!(
+                    index % keys_at(8, level - 1),
+                    level_shard_of(&peer, 8, level - 1)
+                );
+            }
+        }
+        assert_eq!(keys_at(8, 2), 512);
+    }
+
+    #[test]
+    fn level_0_keys_are_the_single_level_keys_and_levels_never_share_a_key() {
+        assert_eq!(level_key(NS, 0, 5), shard_key(NS, 5));
+        let keys: HashSet<_> = (0..3u8)
+            .flat_map(|level| (0..keys_at(8, level)).map(move |i| level_key(NS, level, i)))
+            .collect();
+        assert_eq!(keys.len(), 8 + 64 + 512);
     }
 
     #[test]
