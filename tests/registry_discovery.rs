@@ -32,15 +32,6 @@ fn registry_config() -> registry::RegistryConfig {
         .unwrap()
 }
 
-async fn expect_registered(relay: &mut NetPeer) {
-    relay
-        .expect("relay registered", |e| match e {
-            NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-            _ => None,
-        })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_finds_exactly_the_capable_relays_ranked_by_load_and_drops_a_disabled_one() {
     registry_net::init_tracing();
@@ -71,7 +62,7 @@ async fn discovery_finds_exactly_the_capable_relays_ranked_by_load_and_drops_a_d
     println!("network: {} peers", 1 + plain.len() + relays.len() + 1 + 3);
 
     for relay in &mut relays {
-        expect_registered(relay).await;
+        relay.registered().await;
     }
     let capable: HashSet<_> = relays.iter().map(|r| r.peer_id).collect();
 

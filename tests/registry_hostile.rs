@@ -39,15 +39,6 @@ fn relay_config() -> Config {
         .unwrap()
 }
 
-async fn registered(relay: &mut NetPeer) {
-    relay
-        .expect("relay registered", |e| match e {
-            NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-            _ => None,
-        })
-        .await;
-}
-
 /// A boot node, `dht` more DHT nodes and `relays` registered relays.
 async fn fleet(
     reg: &registry::RegistryConfig,
@@ -66,7 +57,7 @@ async fn fleet(
             Some(boot.boot()),
         )
         .await;
-        registered(&mut relay).await;
+        relay.registered().await;
         registered_relays.push(relay);
     }
     (boot, nodes, registered_relays)

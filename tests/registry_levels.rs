@@ -13,7 +13,7 @@ use macula_relay::{
     registry::{self, shard::level_key, PROVIDERS_PER_KEY},
     Config,
 };
-use registry_net::{peers, NetPeer, NodeEvent, PeerSpec};
+use registry_net::{peers, NetPeer, PeerSpec};
 
 const RELAYS: usize = 24;
 
@@ -43,12 +43,7 @@ async fn a_fleet_larger_than_a_key_is_read_one_level_deeper_where_every_relay_is
         relays.push(NetPeer::start(spec, Some(boot.boot())).await);
     }
     for relay in &mut relays {
-        relay
-            .expect("relay registered", |e| match e {
-                NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-                _ => None,
-            })
-            .await;
+        relay.registered().await;
     }
     let settled = registry_net::settle(Duration::from_secs(120)).await;
     println!("fleet of {RELAYS} relays registered, settled after {settled:?}");

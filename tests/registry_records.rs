@@ -133,12 +133,7 @@ async fn forged_replayed_and_expired_records_are_refused_and_withdrawal_replaces
     println!("network: {} peers", 1 + plain.len() + relays.len() + 3);
 
     for relay in &mut relays {
-        relay
-            .expect("registered", |e| match e {
-                NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-                _ => None,
-            })
-            .await;
+        relay.registered().await;
     }
     let capable: HashSet<_> = relays.iter().map(|r| r.peer_id).collect();
     let (found, stats, took) = client

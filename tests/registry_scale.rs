@@ -24,7 +24,7 @@ use macula_relay::{
     },
     Config,
 };
-use registry_net::{NetPeer, NodeEvent, PeerSpec};
+use registry_net::{NetPeer, PeerSpec};
 
 const DHT_PEERS: usize = 200;
 const RELAYS: usize = 32;
@@ -113,12 +113,7 @@ async fn relays_spread_over_shards_and_discovery_cost_is_bounded_at_scale() {
     let settled = registry_net::settle(Duration::from_secs(420)).await;
     println!("DHT settled (process CPU below 20 %) after {:?}", settled);
     for relay in &mut relays {
-        relay
-            .expect("registered", |e| match e {
-                NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-                _ => None,
-            })
-            .await;
+        relay.registered().await;
     }
     println!(
         "{} DHT peers, {RELAYS} relays, {CLIENTS} clients up in {:?}",

@@ -35,12 +35,7 @@ async fn a_peer_found_by_id_is_reached_through_a_discovered_relay_and_the_sessio
         Some(boot.boot()),
     )
     .await;
-    relay
-        .expect("relay registered", |e| match e {
-            NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-            _ => None,
-        })
-        .await;
+    relay.registered().await;
 
     // The target knows only the bootstrap peer: it discovers the relay and reserves on it.
     let mut target = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
@@ -203,12 +198,7 @@ async fn a_reservation_moves_to_the_next_best_relay_when_its_relay_disappears() 
             Some(boot.boot()),
         )
         .await;
-        relay
-            .expect("relay registered", |e| match e {
-                NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
-                _ => None,
-            })
-            .await;
+        relay.registered().await;
         relays.push(relay);
     }
 

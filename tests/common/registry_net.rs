@@ -264,6 +264,15 @@ impl NetPeer {
         self.task.expect(what, f).await
     }
 
+    /// Waits until its relay registered (its announcement reached a DHT peer).
+    pub async fn registered(&mut self) {
+        self.expect("relay registered", |e| match e {
+            NodeEvent::Registry(registry::Event::Registered { .. }) => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
     /// Drops queued events.
     pub fn drain(&mut self) {
         self.task.drain();
