@@ -37,27 +37,51 @@ impl RelayCandidate {
 /// room, what the reader has seen of a relay decides ([`rank_by_experience`]).
 pub const MAX_TRUSTED_SPARE: u32 = 256;
 
+/// Spare sessions believed of a relay that never accepted a reservation of this reader: a
+/// fake claiming `u32::MAX` ranks with genuine relays it has not met either, not above them.
+pub const UNPROVEN_SPARE: u32 = 32;
+
 /// Drops withdrawn relays and orders the rest: most spare sessions (claims capped at
 /// [`MAX_TRUSTED_SPARE`]), then lowest round trip (unknown last), then peer id.
 pub fn rank(candidates: impl IntoIterator<Item = RelayCandidate>) -> Vec<RelayCandidate> {
-    rank_by_experience(candidates, &Trust::default())
+    order(candidates, |_| 0, |_| MAX_TRUSTED_SPARE)
 }
 
 /// [`rank`], with the reader's experience first: relays with fewer failed reservations (since
-/// their last success) come before the others, whatever they claim.
+/// their last success) come before the others, whatever they claim, and the claim of a relay
+/// that never accepted a reservation of this reader counts up to [`UNPROVEN_SPARE`].
 pub fn rank_by_experience(
     candidates: impl IntoIterator<Item = RelayCandidate>,
     trust: &Trust,
+) -> Vec<RelayCandidate> {
+    order(
+        candidates,
+        |peer| trust.failures(peer),
+        |peer| {
+            if trust.is_proven(peer) {
+                MAX_TRUSTED_SPARE
+            } else {
+                UNPROVEN_SPARE
+            }
+        },
+    )
+}
+
+/// Enabled candidates by fewest `failures`, most spare sessions up to `cap`, lowest round
+/// trip, peer id.
+fn order(
+    candidates: impl IntoIterator<Item = RelayCandidate>,
+    failures: impl Fn(&PeerId) -> u32,
+    cap: impl Fn(&PeerId) -> u32,
 ) -> Vec<RelayCandidate> {
     let mut ranked: Vec<RelayCandidate> = candidates
         .into_iter()
         .filter(|c| c.record.enabled)
         .collect();
-    let spare = |c: &RelayCandidate| c.spare_sessions().min(MAX_TRUSTED_SPARE);
+    let spare = |c: &RelayCandidate| c.spare_sessions().min(cap(&c.peer()));
     ranked.sort_by(|a, b| {
-        trust
-            .failures(&a.peer())
-            .cmp(&trust.failures(&b.peer()))
+        failures(&a.peer())
+            .cmp(&failures(&b.peer()))
             .then_with(|| spare(b).cmp(&spare(a)))
             .then_with(|| match (a.rtt, b.rtt) {
                 (Some(x), Some(y)) => x.cmp(&y),
@@ -117,6 +141,25 @@ mod tests {
         trust.reservation_failed(liar.peer());
         let ranked = rank_by_experience([liar.clone(), honest.clone(), big.clone()], &trust);
         assert_eq!(ranked, vec![honest, big, liar]);
+    }
+
+    #[test]
+    fn an_unmet_relay_claiming_everything_ranks_no_higher_than_unmet_genuine_ones() {
+        // sample records have max_sessions 100: a genuine relay this reader has not used yet.
+        let mut liar = candidate(0, Some(50));
+        liar.record.max_sessions = u32::MAX;
+        let genuine = candidate(0, Some(5));
+        let mut trust = Trust::default();
+        let ranked = rank_by_experience([liar.clone(), genuine.clone()], &trust);
+        assert_eq!(
+            ranked,
+            vec![genuine.clone(), liar.clone()],
+            "equal claims: rtt decides"
+        );
+        // Once the liar accepted a reservation, its claim counts up to the trusted cap.
+        trust.reservation_succeeded(&liar.peer());
+        let ranked = rank_by_experience([liar.clone(), genuine.clone()], &trust);
+        assert_eq!(ranked, vec![liar, genuine]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Trust {
     /// Providers that did not answer once lately, since when: a second silence in
     /// [`MAX_NEGATIVE_TTL`] makes them skipped (one slow answer from a loaded relay does not).
     silent: HashMap<PeerId, Instant>,
+    /// Relays that accepted a reservation of this reader: their claims are believed further.
+    proven: std::collections::HashSet<PeerId>,
 }
 
 impl Trust {
@@ -103,10 +105,19 @@ impl Trust {
         *self.failures.entry(relay).or_default() += 1;
     }
 
-    /// A reservation on `relay` was accepted: its record of failures is wiped.
+    /// A reservation on `relay` was accepted: its record of failures is wiped, and it counts
+    /// as proven.
     pub fn reservation_succeeded(&mut self, relay: &PeerId) {
         self.failures.remove(relay);
         self.bad.remove(relay);
+        if self.proven.len() < MAX_REMEMBERED {
+            self.proven.insert(*relay);
+        }
+    }
+
+    /// Whether `relay` ever accepted a reservation of this reader.
+    pub fn is_proven(&self, relay: &PeerId) -> bool {
+        self.proven.contains(relay)
     }
 
     /// Failed reservations on `relay` since its last success.
