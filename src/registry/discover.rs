@@ -33,13 +33,21 @@ use super::{
     PublishMode,
 };
 
+/// How long record reads above the finest shard level wait for the round's lookups before
+/// they start with the providers found so far.
+pub const READ_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a round of shard lookups may run before the next round starts beside it (while
+/// the discovery still lacks candidates): a lookup held by a peer that never answers must not
+/// hold the discovery.
+pub const ROUND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One discovery in progress.
 #[derive(Debug)]
 pub(super) struct Discovery {
     started: Instant,
     /// When it reports, whatever is outstanding.
     deadline: Instant,
-    /// Providers found and not read yet.
     /// Providers found and not read yet, with the addresses the lookup gave for them (they live
     /// only as long as the lookup runs).
     queue: VecDeque<(PeerId, Vec<Multiaddr>)>,
@@ -54,6 +62,8 @@ pub(super) struct Discovery {
     /// Whether a key of that level returned [`FULL_KEY_PROVIDERS`] or more: its relays are
     /// the first-come part of a larger set, and the next level is read instead.
     full: bool,
+    /// When the current round of lookups started.
+    round_started: Instant,
     shards_in_flight: usize,
     reads_in_flight: usize,
     providers: HashSet<PeerId>,
@@ -82,6 +92,7 @@ impl Behaviour {
                 order,
                 key_providers: HashMap::new(),
                 full: false,
+                round_started: Instant::now(),
                 shards_in_flight: 0,
                 reads_in_flight: 0,
                 providers: HashSet::new(),
@@ -102,6 +113,7 @@ impl Behaviour {
         let take = per_round.min(discovery.order.len());
         let shards: Vec<u32> = discovery.order.drain(..take).collect();
         let level = discovery.level;
+        discovery.round_started = Instant::now();
         discovery.shards_in_flight += shards.len();
         discovery.stats.shards_read += shards.len();
         discovery.stats.dht_lookups += shards.len();
@@ -160,7 +172,9 @@ impl Behaviour {
         }
         let in_shard = level_shard_of(&provider, shards, level) == shard;
         if in_shard {
-            d.key_providers.entry(shard).or_default().insert(provider);
+            let of_key = d.key_providers.entry(shard).or_default();
+            of_key.insert(provider);
+            d.full |= of_key.len() >= FULL_KEY_PROVIDERS;
         }
         if !d.providers.insert(provider) {
             return;
@@ -212,10 +226,12 @@ impl Behaviour {
             if d.reads_in_flight >= parallel || d.stats.record_reads >= max_reads {
                 return;
             }
-            // Above the finest level, reads wait for the round's lookups: if a key turns out
-            // full, the next level is read instead, and the first-come relays of a large
+            // Above the finest level, reads wait for the round's lookups (at most
+            // `READ_GRACE`: one peer that never answers must not hold them): if a key turns
+            // out full, the next level is read instead, and the first-come relays of a large
             // fleet are not fetched by every client.
-            if d.level + 1 < levels && (d.shards_in_flight > 0 || d.full) {
+            let waiting = d.shards_in_flight > 0 && d.round_started.elapsed() < READ_GRACE;
+            if d.level + 1 < levels && (waiting || d.full) {
                 return;
             }
             let Some((provider, addrs)) = d.queue.pop_front() else {
@@ -432,6 +448,22 @@ impl Behaviour {
             .filter(|(_, (_, _, sent))| now.saturating_duration_since(*sent) >= timeout)
             .map(|(request, (id, relay, _))| (*request, *id, *relay))
             .collect();
+        // Reads held back for a round's lookups start once `READ_GRACE` has passed; a round
+        // running past `ROUND_PATIENCE` gets the next one beside it.
+        let target = self.config.discovery_target;
+        let running: Vec<DiscoveryId> = self.discoveries.keys().copied().collect();
+        for id in running {
+            self.pump_reads(id);
+            let slow = self.discoveries.get(&id).is_some_and(|d| {
+                d.shards_in_flight > 0
+                    && !d.order.is_empty()
+                    && d.round_started.elapsed() >= ROUND_PATIENCE
+                    && d.results.values().filter(|c| c.record.enabled).count() < target
+            });
+            if slow {
+                self.next_round(id);
+            }
+        }
         for (request, id, relay) in late {
             self.fetches.remove(&request);
             tracing::debug!(%relay, "relay record fetch unanswered");
@@ -487,10 +519,11 @@ impl Behaviour {
         let Some(d) = self.discoveries.get_mut(&id) else {
             return;
         };
-        if d.shards_in_flight > 0 {
-            return;
-        }
         if d.full && d.level + 1 < levels {
+            self.abandon_lookups(id);
+            let Some(d) = self.discoveries.get_mut(&id) else {
+                return;
+            };
             // This level's keys are full: what they hold is the first-come part of the fleet.
             // Read the next level, whose keys hold an eighth as many, and keep only what it
             // gives, so that clients spread over the whole fleet.
@@ -504,6 +537,11 @@ impl Behaviour {
             d.stats.levels_descended += 1;
             self.read_level = d.level;
             self.next_round(id);
+            return;
+        }
+        if d.shards_in_flight > 0 {
+            // Reads held back while the round's lookups run start after `READ_GRACE`.
+            self.pump_reads(id);
             return;
         }
         // Reads held back while the round's lookups ran.
@@ -523,6 +561,27 @@ impl Behaviour {
         self.finish(id);
     }
 
+    /// Stops discovery `id`'s lookups still running (a deadline passed, or their level was
+    /// left for the next).
+    fn abandon_lookups(&mut self, id: DiscoveryId) {
+        let outstanding: Vec<_> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| matches!(q, Query::Shard(of, ..) | Query::Record(of, _) if *of == id))
+            .map(|(query, _)| *query)
+            .collect();
+        for query in outstanding {
+            if let Some(Query::Shard(..)) = self.queries.remove(&query) {
+                if let Some(d) = self.discoveries.get_mut(&id) {
+                    d.shards_in_flight = d.shards_in_flight.saturating_sub(1);
+                }
+            }
+            if let Some(mut running) = self.inner.kad.query_mut(&query) {
+                running.finish();
+            }
+        }
+    }
+
     /// Reports discovery `id` with what it has: known relays follow (found ones confirmed,
     /// withdrawn and unreadable ones dropped, stale ones expired).
     fn finish(&mut self, id: DiscoveryId) {
@@ -531,18 +590,7 @@ impl Behaviour {
         };
         self.read_level = next_read_level(&d);
         // Its lookups still running (a deadline passed) are of no use any more.
-        let outstanding: Vec<_> = self
-            .queries
-            .iter()
-            .filter(|(_, q)| matches!(q, Query::Shard(of, ..) | Query::Record(of, _) if *of == id))
-            .map(|(query, _)| *query)
-            .collect();
-        for query in outstanding {
-            self.queries.remove(&query);
-            if let Some(mut running) = self.inner.kad.query_mut(&query) {
-                running.finish();
-            }
-        }
+        self.abandon_lookups(id);
         let now = Instant::now();
         d.stats.elapsed = d.started.elapsed();
         for (peer, candidate) in &d.results {

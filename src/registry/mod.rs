@@ -88,6 +88,7 @@ pub use config::{
     DEFAULT_RESERVATIONS, DEFAULT_SHARDS, DEFAULT_SHARDS_PER_ROUND, FULL_KEY_PROVIDERS, MAX_LEVELS,
     MAX_RECORD_ADDRS, MAX_RECORD_BYTES, MAX_RECORD_TTL, SHARD_PROVIDER_RENEWALS,
 };
+pub use discover::{READ_GRACE, ROUND_PATIENCE};
 pub use event::{
     DiscoveryId, DiscoveryStats, Event, RejectedAt, RelayFailure, RelaySessionId, RequestId,
     SessionError,
