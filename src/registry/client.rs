@@ -549,7 +549,10 @@ impl Behaviour {
             .any(|(r, h)| *r == relay && *h == super::plan::Held::Active);
         self.plan.on_lost(relay, now);
         if !was_active {
+            // Refused or failed: ranked last, and skipped by discoveries for a while (longer
+            // each time), so that fake relays that relay nothing stop costing attempts.
             self.trust.reservation_failed(relay);
+            self.trust.mark_bad(relay, now);
         }
         let failure = RelayFailure {
             relay,
