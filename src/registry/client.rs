@@ -89,15 +89,7 @@ impl Behaviour {
         // A relay that never answers (frozen, or a listener the transport never started)
         // does not hold a slot forever.
         for relay in self.plan.timed_out(now) {
-            let listener = self
-                .listeners
-                .iter()
-                .find(|(_, r)| **r == relay)
-                .map(|(l, _)| *l);
-            if let Some(id) = listener {
-                self.listeners.remove(&id);
-                self.queue.push_back(ToSwarm::RemoveListener { id });
-            }
+            self.drop_relay_listener(relay);
             self.reservation_failed(
                 relay,
                 None,
@@ -111,6 +103,32 @@ impl Behaviour {
         self.probe_relays(now);
         if self.plan.needs_more() && self.rediscover_at.is_some_and(|at| now >= at) {
             self.apply_plan(now);
+        }
+    }
+
+    /// Gives up the reservation listener on `relay`. With a connection to the relay, the
+    /// connection is closed and the listener closes with it: removing the listener while the
+    /// relay client's handler lives would let a late "reservation accepted" reach
+    /// `libp2p-relay`'s client, which panics on a reservation it no longer knows (0.22,
+    /// `priv_client.rs` "Relay connection exist"). Without one, no handler can answer, and the
+    /// listener is removed.
+    fn drop_relay_listener(&mut self, relay: PeerId) {
+        let listener = self
+            .listeners
+            .iter()
+            .find(|(_, r)| **r == relay)
+            .map(|(l, _)| *l);
+        let Some(id) = listener else {
+            return;
+        };
+        self.listeners.remove(&id);
+        if self.direct.contains_key(&relay) {
+            self.queue.push_back(ToSwarm::CloseConnection {
+                peer_id: relay,
+                connection: CloseConnection::All,
+            });
+        } else {
+            self.queue.push_back(ToSwarm::RemoveListener { id });
         }
     }
 
@@ -152,19 +170,7 @@ impl Behaviour {
         if self.liveness.silent(&relay, now) != super::liveness::Verdict::Dead {
             return;
         }
-        let listener = self
-            .listeners
-            .iter()
-            .find(|(_, r)| **r == relay)
-            .map(|(l, _)| *l);
-        if let Some(id) = listener {
-            self.listeners.remove(&id);
-            self.queue.push_back(ToSwarm::RemoveListener { id });
-        }
-        self.queue.push_back(ToSwarm::CloseConnection {
-            peer_id: relay,
-            connection: CloseConnection::All,
-        });
+        self.drop_relay_listener(relay);
         self.trust.mark_bad(relay, now);
         self.reservation_failed(
             relay,

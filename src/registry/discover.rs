@@ -571,13 +571,17 @@ impl Behaviour {
             .map(|(query, _)| *query)
             .collect();
         for query in outstanding {
-            if let Some(Query::Shard(..)) = self.queries.remove(&query) {
-                if let Some(d) = self.discoveries.get_mut(&id) {
+            let shard = matches!(self.queries.remove(&query), Some(Query::Shard(..)));
+            let requests = self.inner.kad.query_mut(&query).map_or(0, |mut running| {
+                running.finish();
+                running.stats().num_requests()
+            });
+            if let Some(d) = self.discoveries.get_mut(&id) {
+                // What it cost so far counts too.
+                d.stats.dht_requests += requests;
+                if shard {
                     d.shards_in_flight = d.shards_in_flight.saturating_sub(1);
                 }
-            }
-            if let Some(mut running) = self.inner.kad.query_mut(&query) {
-                running.finish();
             }
         }
     }
@@ -585,12 +589,12 @@ impl Behaviour {
     /// Reports discovery `id` with what it has: known relays follow (found ones confirmed,
     /// withdrawn and unreadable ones dropped, stale ones expired).
     fn finish(&mut self, id: DiscoveryId) {
+        // Its lookups still running (a deadline passed) are of no use any more.
+        self.abandon_lookups(id);
         let Some(mut d) = self.discoveries.remove(&id) else {
             return;
         };
         self.read_level = next_read_level(&d);
-        // Its lookups still running (a deadline passed) are of no use any more.
-        self.abandon_lookups(id);
         let now = Instant::now();
         d.stats.elapsed = d.started.elapsed();
         for (peer, candidate) in &d.results {
