@@ -118,8 +118,9 @@ pub struct Behaviour {
     pub(super) sessions: HashMap<ConnectionId, PeerId>,
     /// Whether the relays we hold reservations on still answer.
     pub(super) liveness: super::liveness::Liveness,
-    /// Liveness probes in flight: the relay asked and when.
-    pub(super) probes: HashMap<OutboundRequestId, (PeerId, Instant)>,
+    /// Liveness probes in flight: the relay asked, when, and whether the probe already counted
+    /// as silent (its answer is then late, but still proof of life).
+    pub(super) probes: HashMap<OutboundRequestId, Probe>,
     next_id: u64,
     /// Copies of the Kademlia events, for the owner's metrics, if asked for.
     kad_log: Option<VecDeque<kad::Event>>,
@@ -147,7 +148,11 @@ impl Behaviour {
         let fetch = request_response::Behaviour::with_codec(
             FetchCodec,
             [(FETCH_PROTOCOL, ProtocolSupport::Full)],
-            request_response::Config::default().with_request_timeout(config.fetch_timeout),
+            // Reads and probes count as unanswered after `fetch_timeout` on the registry's own
+            // clock; the request stays open longer so that a loaded relay's late answer to a
+            // probe still proves it alive (see `liveness`).
+            request_response::Config::default()
+                .with_request_timeout(config.fetch_timeout * super::liveness::SILENCES_TO_DROP),
         );
         Self {
             inner: Inner { kad, fetch },
@@ -403,6 +408,14 @@ pub struct Activity {
     pub records_served: u64,
     /// Discoveries this node ran.
     pub discoveries: u64,
+}
+
+/// A liveness probe in flight.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    pub(super) relay: PeerId,
+    pub(super) sent: Instant,
+    pub(super) late: bool,
 }
 
 /// A relay a discovery found, and when.

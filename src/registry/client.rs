@@ -136,16 +136,18 @@ impl Behaviour {
     /// [`liveness`](super::liveness)).
     fn probe_relays(&mut self, now: Instant) {
         // A probe unanswered after the fetch timeout is a silence, whatever the transport's
-        // own (longer) stream timeouts say; its late answer is ignored.
+        // own stream timeouts say; its request stays open, and a late answer still counts.
         let timeout = self.config.fetch_timeout;
-        let late: Vec<_> = self
+        let late: Vec<PeerId> = self
             .probes
-            .iter()
-            .filter(|(_, (_, sent))| now.saturating_duration_since(*sent) >= timeout)
-            .map(|(id, (relay, _))| (*id, *relay))
+            .values_mut()
+            .filter(|p| !p.late && now.saturating_duration_since(p.sent) >= timeout)
+            .map(|p| {
+                p.late = true;
+                p.relay
+            })
             .collect();
-        for (id, relay) in late {
-            self.probes.remove(&id);
+        for relay in late {
             self.on_probe_silent(relay, now);
         }
         let active: Vec<PeerId> = self
@@ -159,7 +161,23 @@ impl Behaviour {
                 namespace: self.config.namespace.clone(),
             };
             let id = self.inner.fetch.send_request(&relay, request);
-            self.probes.insert(id, (relay, now));
+            self.probes.insert(
+                id,
+                super::behaviour::Probe {
+                    relay,
+                    sent: now,
+                    late: false,
+                },
+            );
+        }
+    }
+
+    /// A liveness probe was answered, in time or late.
+    pub(super) fn on_probe_answer(&mut self, probe: super::behaviour::Probe) {
+        if probe.late {
+            self.liveness.answered(&probe.relay, Instant::now());
+        } else {
+            self.liveness.answered_current(&probe.relay, Instant::now());
         }
     }
 

@@ -319,8 +319,8 @@ impl Behaviour {
                     },
                 ..
             } => {
-                if let Some((relay, _)) = self.probes.remove(&request_id) {
-                    self.liveness.answered(&relay, Instant::now());
+                if let Some(probe) = self.probes.remove(&request_id) {
+                    self.on_probe_answer(probe);
                     return;
                 }
                 let Some((id, relay, sent)) = self.fetches.remove(&request_id) else {
@@ -341,13 +341,15 @@ impl Behaviour {
                 error,
                 ..
             } => {
-                if let Some((relay, _)) = self.probes.remove(&request_id) {
+                if let Some(probe) = self.probes.remove(&request_id) {
                     match error {
                         // Alive, just not serving records: nothing to judge.
                         request_response::OutboundFailure::UnsupportedProtocols => {
-                            self.liveness.answered(&relay, Instant::now())
+                            self.on_probe_answer(probe)
                         }
-                        _ => self.on_probe_silent(relay, Instant::now()),
+                        // Already counted as silent when it ran late.
+                        _ if probe.late => {}
+                        _ => self.on_probe_silent(probe.relay, Instant::now()),
                     }
                     return;
                 }

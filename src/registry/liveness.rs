@@ -6,8 +6,14 @@
 //! each relay it holds a reservation on for its record every [`PROBE_INTERVAL`] over the open
 //! connection; a relay that leaves [`SILENCES_TO_DROP`] probes in a row unanswered (each bounded
 //! by the fetch timeout, a silent one retried after [`PROBE_RETRY`]) is dropped and its
-//! reservation replaced. With the defaults a frozen relay is dropped within
-//! `PROBE_INTERVAL + 2 × fetch_timeout + PROBE_RETRY` = 21 s.
+//! reservation replaced. With the defaults a frozen relay is dropped
+//! `PROBE_INTERVAL + 3 × fetch_timeout + 2 × PROBE_RETRY` = 27 s after its last answer (plus the
+//! registry timer's granularity, a second per step).
+//!
+//! A loaded relay is not a frozen one: an answer that comes after its probe counted as silent
+//! still clears the silences, as long as the relay has not been dropped yet (the request stays
+//! open for `SILENCES_TO_DROP × fetch_timeout`). A relay answering a probe within 15 s with the
+//! defaults therefore stays.
 
 use std::{
     collections::HashMap,
@@ -21,7 +27,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// How soon a probe left unanswered is repeated.
 pub const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// Unanswered probes in a row after which the relay is dropped.
-pub const SILENCES_TO_DROP: u32 = 2;
+pub const SILENCES_TO_DROP: u32 = 3;
 
 #[derive(Debug)]
 struct Probe {
@@ -47,7 +53,7 @@ pub(crate) enum Verdict {
 
 impl Liveness {
     /// The relays of `held` (relays with an accepted reservation) to probe now; they count as
-    /// probed until [`answered`](Self::answered) or [`silent`](Self::silent). Relays no longer
+    /// probed until [`answered_current`](Self::answered_current) or [`silent`](Self::silent). Relays no longer
     /// held are forgotten; newly held ones are first probed one interval from now.
     pub(crate) fn due(&mut self, held: &[PeerId], now: Instant) -> Vec<PeerId> {
         self.probes.retain(|relay, _| held.contains(relay));
@@ -66,15 +72,23 @@ impl Liveness {
         due
     }
 
-    /// `relay` answered a probe.
+    /// `relay` answered a probe: the current one, or a late answer to one that already counted
+    /// as silent. A late answer clears the silences; the probe in flight, if any, stays so.
     pub(crate) fn answered(&mut self, relay: &PeerId, now: Instant) {
         if let Some(probe) = self.probes.get_mut(relay) {
-            *probe = Probe {
-                next_at: now + PROBE_INTERVAL,
-                silences: 0,
-                in_flight: false,
-            };
+            probe.silences = 0;
+            if !probe.in_flight {
+                probe.next_at = now + PROBE_INTERVAL;
+            }
         }
+    }
+
+    /// The probe of `relay` now in flight was answered.
+    pub(crate) fn answered_current(&mut self, relay: &PeerId, now: Instant) {
+        if let Some(probe) = self.probes.get_mut(relay) {
+            probe.in_flight = false;
+        }
+        self.answered(relay, now);
     }
 
     /// `relay` left a probe unanswered (timeout, connection lost).
@@ -108,29 +122,60 @@ mod tests {
         assert_eq!(live.due(&[relay], t0 + PROBE_INTERVAL), vec![relay]);
         // In flight: not probed twice.
         assert!(live.due(&[relay], t0 + PROBE_INTERVAL * 2).is_empty());
-        live.answered(&relay, t0 + PROBE_INTERVAL * 2);
+        live.answered_current(&relay, t0 + PROBE_INTERVAL * 2);
         assert!(live.due(&[relay], t0 + PROBE_INTERVAL * 2).is_empty());
         assert_eq!(live.due(&[relay], t0 + PROBE_INTERVAL * 3), vec![relay]);
     }
 
     #[test]
-    fn a_relay_silent_twice_in_a_row_is_dead_within_the_stated_bound() {
+    fn a_relay_silent_three_times_in_a_row_is_dead_within_the_stated_bound() {
         let mut live = Liveness::default();
         let relay = PeerId::random();
         let fetch_timeout = Duration::from_secs(5);
         let t0 = Instant::now();
         live.due(&[relay], t0);
         // It freezes right after being added: probed one interval later, silent after the
-        // fetch timeout, retried, silent again.
+        // fetch timeout, retried, silent again, until the last silence.
         let mut now = t0 + PROBE_INTERVAL;
         assert_eq!(live.due(&[relay], now), vec![relay]);
+        for _ in 1..SILENCES_TO_DROP {
+            now += fetch_timeout;
+            assert_eq!(live.silent(&relay, now), Verdict::Retry);
+            now += PROBE_RETRY;
+            assert_eq!(live.due(&[relay], now), vec![relay]);
+        }
+        now += fetch_timeout;
+        assert_eq!(live.silent(&relay, now), Verdict::Dead);
+        assert_eq!(
+            now - t0,
+            PROBE_INTERVAL + fetch_timeout * 3 + PROBE_RETRY * 2,
+            "the bound the module documents"
+        );
+    }
+
+    #[test]
+    fn a_late_answer_keeps_a_loaded_relay() {
+        let mut live = Liveness::default();
+        let relay = PeerId::random();
+        let fetch_timeout = Duration::from_secs(5);
+        let t0 = Instant::now();
+        live.due(&[relay], t0);
+        let mut now = t0 + PROBE_INTERVAL;
+        live.due(&[relay], now);
         now += fetch_timeout;
         assert_eq!(live.silent(&relay, now), Verdict::Retry);
         now += PROBE_RETRY;
         assert_eq!(live.due(&[relay], now), vec![relay]);
         now += fetch_timeout;
-        assert_eq!(live.silent(&relay, now), Verdict::Dead);
-        assert!(now - t0 <= PROBE_INTERVAL + fetch_timeout * 2 + PROBE_RETRY);
+        assert_eq!(live.silent(&relay, now), Verdict::Retry);
+        // The first probe's answer arrives 12 s late: the relay is slow, not gone, and is next
+        // probed one interval later.
+        live.answered(&relay, now);
+        assert!(live.due(&[relay], now + PROBE_RETRY).is_empty());
+        now += PROBE_INTERVAL;
+        assert_eq!(live.due(&[relay], now), vec![relay]);
+        now += fetch_timeout;
+        assert_eq!(live.silent(&relay, now), Verdict::Retry);
     }
 
     #[test]
@@ -142,7 +187,7 @@ mod tests {
         live.due(&[relay], t0 + PROBE_INTERVAL);
         assert_eq!(live.silent(&relay, t0 + PROBE_INTERVAL), Verdict::Retry);
         live.due(&[relay], t0 + PROBE_INTERVAL * 2);
-        live.answered(&relay, t0 + PROBE_INTERVAL * 2);
+        live.answered_current(&relay, t0 + PROBE_INTERVAL * 2);
         live.due(&[relay], t0 + PROBE_INTERVAL * 3);
         assert_eq!(live.silent(&relay, t0 + PROBE_INTERVAL * 3), Verdict::Retry);
     }
@@ -181,6 +226,11 @@ mod tests {
                         }
                     }
                     2 if in_flight.remove(&relay) => {
+                        live.answered_current(&relay, now);
+                        silences.insert(relay, 0);
+                    }
+                    2 => {
+                        // A late answer to an earlier probe.
                         live.answered(&relay, now);
                         silences.insert(relay, 0);
                     }

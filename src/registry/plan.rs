@@ -1,8 +1,10 @@
-//! Which relays a peer keeps reservations on, free of I/O: good relays it does not hold yet,
-//! chosen by the power of two choices (of two random candidates, the better ranked), so that
-//! many clients reading the same ranking spread over the good relays instead of herding onto the
-//! first; skipping relays that failed recently, until it holds the wanted number. A request that
-//! gets no answer within [`RESERVATION_TIMEOUT`] counts as failed.
+//! Which relays a peer keeps reservations on, free of I/O: relays it does not hold yet, chosen by
+//! the power of two choices (of two random candidates, the one whose record shows the smaller
+//! share of its reservation slots taken, then the one markedly closer, else either at random),
+//! so that many clients reading the same records spread over the fleet instead of herding onto
+//! the relay every one of them ranks first; skipping relays that failed recently, until it holds
+//! the wanted number. A request that gets no answer within [`RESERVATION_TIMEOUT`] counts as
+//! failed.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,6 +21,26 @@ pub const RETRY_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a reservation request may stay unanswered before it counts as failed (a frozen
 /// relay never answers).
 pub const RESERVATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Steps in which a relay's reservation load is compared: records are republished only when
+/// the load moved by `load_change_percent`, so finer steps would compare stale noise.
+pub const LOAD_STEPS: u64 = 8;
+
+/// How a candidate compares when two are drawn, smaller first: the share of its reservation
+/// slots taken (in [`LOAD_STEPS`]), then its round trip's power of two in milliseconds (a
+/// relay at half the round trip is preferred; unknown last). Equal values are a tie, broken at
+/// random, so that an order every reader shares (peer ids, a relay a millisecond closer to all)
+/// does not decide.
+pub fn preference(candidate: &RelayCandidate) -> (u64, u32) {
+    let record = &candidate.record;
+    let load =
+        u64::from(record.reservations) * LOAD_STEPS / u64::from(record.max_reservations.max(1));
+    let rtt_class = candidate.rtt.map_or(u32::MAX, |rtt| {
+        let ms = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX).max(1);
+        u64::BITS - ms.leading_zeros()
+    });
+    (load, rtt_class)
+}
 
 /// The state of one reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +90,8 @@ impl ReservationPlan {
     }
 
     /// The relays to ask now, from `ranked` (best first): not held, not backing off, with a
-    /// free reservation slot; each pick the better ranked of two drawn at random.
+    /// free reservation slot; each pick the preferred ([`preference`]) of two drawn at random,
+    /// the first drawn when neither is preferred.
     pub fn choose(
         &self,
         ranked: &[RelayCandidate],
@@ -76,7 +99,7 @@ impl ReservationPlan {
         rng: &mut impl Rng,
     ) -> Vec<PeerId> {
         let missing = self.want.saturating_sub(self.held.len());
-        let mut eligible: Vec<PeerId> = ranked
+        let mut eligible: Vec<&RelayCandidate> = ranked
             .iter()
             .filter(|c| !self.held.contains_key(&c.peer()))
             .filter(|c| {
@@ -85,13 +108,17 @@ impl ReservationPlan {
                     .is_none_or(|until| *until <= now)
             })
             .filter(|c| c.record.spare_reservations() > 0)
-            .map(|c| c.peer())
             .collect();
         let mut chosen = Vec::with_capacity(missing);
         while chosen.len() < missing && !eligible.is_empty() {
             let a = rng.gen_range(0..eligible.len());
             let b = rng.gen_range(0..eligible.len());
-            chosen.push(eligible.remove(a.min(b)));
+            let pick = if preference(eligible[b]) < preference(eligible[a]) {
+                b
+            } else {
+                a
+            };
+            chosen.push(eligible.remove(pick).peer());
         }
         chosen
     }
@@ -174,20 +201,49 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_power_of_two_choices_spreads_clients_but_favours_the_better_ranked() {
-        let ranked = candidates(10);
+    fn picks_of(ranked: &[RelayCandidate], seed: u64) -> Vec<usize> {
         let plan = ReservationPlan::new(1);
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut picks = vec![0usize; ranked.len()];
         for _ in 0..10_000 {
-            let chosen = plan.choose(&ranked, Instant::now(), &mut rng)[0];
+            let chosen = plan.choose(ranked, Instant::now(), &mut rng)[0];
             picks[ranked.iter().position(|c| c.peer() == chosen).unwrap()] += 1;
         }
-        // P(rank i) = ((n-i)^2 - (n-i-1)^2) / n^2: 19 % for the best, 1 % for the worst.
-        assert!(picks[0] > 1_600 && picks[0] < 2_200, "{picks:?}");
-        assert!(picks[9] > 50 && picks[9] < 200, "{picks:?}");
-        assert!(picks.windows(2).all(|w| w[0] + 150 > w[1]), "{picks:?}");
+        picks
+    }
+
+    #[test]
+    fn relays_alike_are_chosen_evenly_whatever_their_rank() {
+        // Ten relays with the same load and round trip class: the rank every reader shares
+        // (here, the order of the list) must not herd them onto the first.
+        let mut ranked = candidates(10);
+        for (i, c) in ranked.iter_mut().enumerate() {
+            c.rtt = Some(Duration::from_micros(4_000 + 100 * i as u64));
+        }
+        let picks = picks_of(&ranked, 7);
+        assert!(
+            picks.iter().all(|&p| (800..1_200).contains(&p)),
+            "about 1,000 each: {picks:?}"
+        );
+    }
+
+    #[test]
+    fn the_power_of_two_choices_prefers_less_loaded_then_closer_relays() {
+        let mut ranked = candidates(3);
+        ranked[0].record.max_reservations = 100;
+        ranked[0].record.reservations = 90;
+        ranked[1].record.max_reservations = 100;
+        ranked[1].record.reservations = 10;
+        ranked[1].rtt = Some(Duration::from_millis(40));
+        ranked[2].record.max_reservations = 100;
+        ranked[2].record.reservations = 10;
+        ranked[2].rtt = Some(Duration::from_millis(5));
+        let picks = picks_of(&ranked, 9);
+        // The loaded relay wins only when drawn twice (1/9), the far one when drawn with
+        // itself or the loaded one (3/9), the near one otherwise (5/9).
+        assert!((900..1_350).contains(&picks[0]), "{picks:?}");
+        assert!((3_000..3_700).contains(&picks[1]), "{picks:?}");
+        assert!((5_200..5_900).contains(&picks[2]), "{picks:?}");
     }
 
     #[test]
