@@ -276,32 +276,7 @@ async fn relays_register_on_a_js_libp2p_dht_and_clients_reach_peers_through_them
     row.step("the target reserving on the best relay");
     let mut target = client(&js_peers).await;
     let reserve_start = Instant::now();
-    let mut reserved = None;
-    for _ in 0..TRIES {
-        target
-            .with(|s| s.behaviour_mut().registry.reserve_on_best(1))
-            .await;
-        reserved = target
-            .expect("a reservation or an empty discovery", |e| match e {
-                NodeEvent::Registry(registry::Event::ReservationAccepted { relay, addr }) => {
-                    Some(Some((relay, addr)))
-                }
-                NodeEvent::Registry(registry::Event::RelaysDiscovered { relays, .. })
-                    if relays.is_empty() =>
-                {
-                    Some(None)
-                }
-                _ => None,
-            })
-            .await;
-        if reserved.is_some() {
-            break;
-        }
-        target
-            .with(|s| s.behaviour_mut().registry.reserve_on_best(0))
-            .await;
-        tokio::time::sleep(PAUSE).await;
-    }
+    let reserved = target.reserve_on_best_relay(TRIES, PAUSE).await;
     let (reserved_on, circuit) = reserved
         .unwrap_or_else(|| panic!("the target found no relay to reserve on in {TRIES} tries"));
     assert!(

@@ -14,10 +14,7 @@ use registry_net::{peers, NetPeer, NodeEvent, PeerSpec};
 const CAPACITY: usize = 8;
 
 fn relay_config() -> Config {
-    Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
+    registry_net::relay_config()
         .max_sessions(CAPACITY)
         .build()
         .unwrap()

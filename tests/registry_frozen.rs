@@ -118,16 +118,7 @@ async fn a_frozen_relay_loses_its_reservation_and_leaves_discovery_within_the_li
         moved_after <= LIVENESS_BOUND,
         "the reservation moved after {moved_after:?}, over the {LIVENESS_BOUND:?} bound"
     );
-    let known = target
-        .with(|s| {
-            s.behaviour()
-                .registry
-                .known_relays()
-                .iter()
-                .map(|c| c.peer())
-                .collect::<Vec<_>>()
-        })
-        .await;
+    let known = target.known_relays().await;
     assert!(
         !known.contains(&frozen_id),
         "the frozen relay is still known"

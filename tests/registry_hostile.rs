@@ -9,7 +9,7 @@ mod registry_net;
 
 use std::{collections::HashSet, time::Duration};
 
-use libp2p::{identity::Keypair, kad::store::RecordStore, PeerId};
+use libp2p::{identity::Keypair, PeerId};
 use macula_relay::{
     registry::{
         self,
@@ -30,11 +30,8 @@ fn relay_config() -> Config {
         per_ipv6_64: 100_000,
         per_ipv6_48: 100_000,
     };
-    Config::builder()
+    registry_net::relay_config()
         .connections_per_origin(unlimited)
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
         .build()
         .unwrap()
 }
@@ -78,19 +75,7 @@ async fn stored_providers(nodes: &[&NetPeer], ns: &str) -> Vec<(u16, Vec<PeerId>
     let mut stored = Vec::new();
     for node in nodes {
         for shard in 0..registry::DEFAULT_SHARDS {
-            let key = shard_key(ns, shard);
-            let providers = node
-                .with(move |s| {
-                    s.behaviour_mut()
-                        .registry
-                        .kad_mut()
-                        .store_mut()
-                        .providers(&key)
-                        .into_iter()
-                        .map(|p| p.provider)
-                        .collect::<Vec<_>>()
-                })
-                .await;
+            let providers = node.stored_providers(shard_key(ns, shard)).await;
             stored.push((shard, providers));
         }
     }
@@ -355,9 +340,7 @@ async fn a_relay_that_died_leaves_the_known_relays_at_the_next_discovery() {
         assert!(activity.records_served >= 1, "{activity:?}");
         assert!(activity.shard.is_some() && activity.last_published.is_some());
     }
-    let known = client
-        .with(|s| s.behaviour().registry.known_relays().len())
-        .await;
+    let known = client.known_relays().await.len();
     assert_eq!(known, 3);
 
     // One dies without withdrawing: its provider record stays in the DHT.
@@ -369,16 +352,7 @@ async fn a_relay_that_died_leaves_the_known_relays_at_the_next_discovery() {
     let took = started.elapsed();
     println!("discovery after the relay died: {took:?}, {stats:?}");
     assert!(!peers(&found).contains(&dead_id));
-    let known = client
-        .with(|s| {
-            s.behaviour()
-                .registry
-                .known_relays()
-                .iter()
-                .map(|c| c.peer())
-                .collect::<Vec<_>>()
-        })
-        .await;
+    let known = client.known_relays().await;
     assert!(!known.contains(&dead_id), "dead relay still known");
     assert_eq!(known.len(), 2);
     assert!(

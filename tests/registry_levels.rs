@@ -8,7 +8,6 @@ mod registry_net;
 
 use std::{collections::HashSet, time::Duration};
 
-use libp2p::kad::store::RecordStore;
 use macula_relay::{
     registry::{self, shard::level_key, PROVIDERS_PER_KEY},
     Config,
@@ -50,16 +49,7 @@ async fn a_fleet_larger_than_a_key_is_read_one_level_deeper_where_every_relay_is
     let all: HashSet<_> = relays.iter().map(|r| r.peer_id).collect();
     // The level-0 key holds at most 20 of them on any node.
     let key = level_key(reg.namespace(), 0, 0);
-    let held = boot
-        .with(move |s| {
-            s.behaviour_mut()
-                .registry
-                .kad_mut()
-                .store_mut()
-                .providers(&key)
-                .len()
-        })
-        .await;
+    let held = boot.stored_providers(key).await.len();
     assert!(held <= PROVIDERS_PER_KEY, "{held}");
 
     let mut client = NetPeer::start(memory(PeerSpec::client(reg.clone())), Some(boot.boot())).await;

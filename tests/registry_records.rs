@@ -23,12 +23,7 @@ use macula_relay::{
 use registry_net::{peers, NetPeer, NodeEvent, PeerSpec};
 
 fn relay_config() -> Config {
-    Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap()
+    registry_net::relay_config().build().unwrap()
 }
 
 fn registry_config() -> registry::RegistryConfig {

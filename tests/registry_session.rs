@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
-use macula_relay::{registry, Config, Event as RelayEvent};
+use macula_relay::{registry, Event as RelayEvent};
 use registry_net::{NetPeer, NodeEvent, PeerSpec};
 
 const ECHO: StreamProtocol = StreamProtocol::new("/macula-test/greet/1.0.0");
@@ -24,12 +24,7 @@ async fn a_peer_found_by_id_is_reached_through_a_discovered_relay_and_the_sessio
     for _ in 0..3 {
         others.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
     }
-    let relay_config = Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap();
+    let relay_config = registry_net::relay_config().build().unwrap();
     let mut relay = NetPeer::start(
         PeerSpec::relay(reg.clone(), relay_config, true),
         Some(boot.boot()),
@@ -39,32 +34,9 @@ async fn a_peer_found_by_id_is_reached_through_a_discovered_relay_and_the_sessio
 
     // The target knows only the bootstrap peer: it discovers the relay and reserves on it.
     let mut target = NetPeer::start(PeerSpec::client(reg.clone()), Some(boot.boot())).await;
-    let mut reserved = None;
-    for _ in 0..20 {
-        target
-            .with(|s| s.behaviour_mut().registry.reserve_on_best(1))
-            .await;
-        reserved = target
-            .expect("reservation or empty discovery", |e| match e {
-                NodeEvent::Registry(registry::Event::ReservationAccepted { relay, addr }) => {
-                    Some(Some((relay, addr)))
-                }
-                NodeEvent::Registry(registry::Event::RelaysDiscovered { relays, .. })
-                    if relays.is_empty() =>
-                {
-                    Some(None)
-                }
-                _ => None,
-            })
-            .await;
-        if reserved.is_some() {
-            break;
-        }
-        target
-            .with(|s| s.behaviour_mut().registry.reserve_on_best(0))
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let reserved = target
+        .reserve_on_best_relay(20, Duration::from_millis(500))
+        .await;
     let (reserved_on, circuit_addr) = reserved.expect("target reserved on a relay");
     assert_eq!(reserved_on, relay.peer_id);
     println!("target reachable at {circuit_addr}");
@@ -185,12 +157,7 @@ async fn a_reservation_moves_to_the_next_best_relay_when_its_relay_disappears() 
     for _ in 0..3 {
         others.push(NetPeer::start(PeerSpec::dht(reg.clone()), Some(boot.boot())).await);
     }
-    let relay_config = Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap();
+    let relay_config = registry_net::relay_config().build().unwrap();
     let mut relays = Vec::new();
     for _ in 0..3 {
         let mut relay = NetPeer::start(
@@ -259,12 +226,7 @@ async fn a_reservation_moves_to_the_next_best_relay_when_its_relay_disappears() 
 async fn a_failed_request_names_the_relay_and_the_status_it_answered() {
     registry_net::init_tracing();
     let reg = registry::RegistryConfig::default();
-    let relay_config = Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap();
+    let relay_config = registry_net::relay_config().build().unwrap();
     let relay = NetPeer::start(PeerSpec::relay(reg.clone(), relay_config, true), None).await;
     let target = NetPeer::start(PeerSpec::client(reg.clone()), None).await;
     let mut source = NetPeer::start(PeerSpec::client(reg), None).await;
@@ -307,12 +269,7 @@ async fn a_failed_request_names_the_relay_and_the_status_it_answered() {
 async fn request_relay_succeeds_while_the_relay_is_already_being_dialed() {
     registry_net::init_tracing();
     let reg = registry::RegistryConfig::default();
-    let relay_config = Config::builder()
-        .request_rate_per_peer(None)
-        .request_rate_per_ip(None)
-        .stats_interval(None)
-        .build()
-        .unwrap();
+    let relay_config = registry_net::relay_config().build().unwrap();
     let mut relay = NetPeer::start(PeerSpec::relay(reg.clone(), relay_config, true), None).await;
     let mut target = NetPeer::start(PeerSpec::client(reg.clone()), None).await;
     let mut source = NetPeer::start(PeerSpec::client(reg), None).await;

@@ -96,7 +96,7 @@ pub use event::{
 pub use liveness::{PROBE_INTERVAL, PROBE_RETRY, SILENCES_TO_DROP};
 pub use plan::{Held, ReservationPlan, RESERVATION_TIMEOUT, RETRY_BACKOFF};
 pub use provider_admission::PROVIDERS_PER_KEY;
-pub use provider_book::{OTHER_PROVIDER_KEYS, RESERVED_PROVIDER_KEYS};
+pub use provider_book::{other_provider_keys, RESERVED_PROVIDER_KEYS};
 pub use rank::{rank, rank_by_experience, RelayCandidate, MAX_TRUSTED_SPARE, UNPROVEN_SPARE};
 pub use record::{open, unix_ms, OpenError, RelayRecord, RECORD_DOMAIN, RECORD_PAYLOAD_TYPE};
 pub use schedule::{Action, RelayState, RepublishReason, Schedule, WithdrawReason};

@@ -4,9 +4,10 @@
 //!   id's), shared between network origins by [`admit`], each for
 //!   [`shard_provider_ttl`](RegistryConfig::shard_provider_ttl) after its last renewal.
 //! - Other keys (other applications', clients' locator keys) may fill at most
-//!   [`OTHER_PROVIDER_KEYS`] of the store's keys, so that a relay serving a busy DHT can still
-//!   announce itself: kad's `MemoryStore` refuses a new key once it holds 1024, our own
-//!   included. Expired ones are purged when that share is full.
+//!   [`other_provider_keys`] of the store's keys, so that a relay serving a busy DHT can still
+//!   announce itself: kad's `MemoryStore` refuses a new key once it holds its
+//!   `max_provided_keys` (1024 by default), our own included. Expired ones are purged when that
+//!   share is full.
 
 use std::{
     collections::HashMap,
@@ -14,7 +15,10 @@ use std::{
 };
 
 use libp2p::{
-    kad::{store::MemoryStore, store::RecordStore, ProviderRecord, RecordKey},
+    kad::{
+        store::{MemoryStore, MemoryStoreConfig, RecordStore},
+        ProviderRecord, RecordKey,
+    },
     Multiaddr, PeerId,
 };
 
@@ -24,15 +28,18 @@ use super::{
     RegistryConfig,
 };
 
-/// Provider keys of `MemoryStore`'s default configuration.
-const STORE_PROVIDER_KEYS: usize = 1024;
-
-/// Keys of the store kept free of other keys' providers: the namespace's shard keys, this
-/// node's own locator key and room to spare.
+/// Keys of kad's default store kept free of other keys' providers: this node's own locator key
+/// and room to spare. ([`Behaviour::with_protocol`](super::Behaviour::with_protocol) adds room
+/// for every shard key on top of kad's default store size.)
 pub const RESERVED_PROVIDER_KEYS: usize = 64;
 
-/// Keys other than the namespace's shard keys a node stores providers for.
-pub const OTHER_PROVIDER_KEYS: usize = STORE_PROVIDER_KEYS - RESERVED_PROVIDER_KEYS;
+/// Keys other than the namespace's shard keys a node stores providers for: the provider keys
+/// of kad's default `MemoryStoreConfig` (1024) less [`RESERVED_PROVIDER_KEYS`].
+pub fn other_provider_keys() -> usize {
+    MemoryStoreConfig::default()
+        .max_provided_keys
+        .saturating_sub(RESERVED_PROVIDER_KEYS)
+}
 
 /// Why a provider record was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +75,8 @@ pub(crate) struct ProviderBook {
     per_origin: usize,
     /// How long a shard-key provider record is kept after its last renewal.
     shard_ttl: Duration,
+    /// Most other keys stored ([`other_provider_keys`]).
+    other_keys: usize,
 }
 
 impl ProviderBook {
@@ -83,6 +92,7 @@ impl ProviderBook {
             base_shards: config.shards,
             per_origin: config.providers_per_origin,
             shard_ttl: config.shard_provider_ttl(),
+            other_keys: other_provider_keys(),
             ..Self::default()
         }
     }
@@ -193,9 +203,9 @@ impl ProviderBook {
         let expires = record
             .expires
             .unwrap_or(now + Duration::from_secs(48 * 3600));
-        if !self.others.contains_key(&record.key) && self.others.len() >= OTHER_PROVIDER_KEYS {
+        if !self.others.contains_key(&record.key) && self.others.len() >= self.other_keys {
             self.purge_expired(store, now);
-            if self.others.len() >= OTHER_PROVIDER_KEYS {
+            if self.others.len() >= self.other_keys {
                 return Err(Refused::StoreFull);
             }
         }
@@ -225,8 +235,6 @@ impl ProviderBook {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::kad::store::MemoryStoreConfig;
-
     use super::*;
     use crate::registry::{
         shard::{shard_key, shard_of},
@@ -387,7 +395,8 @@ mod tests {
         let mut store = MemoryStore::with_config(owner, MemoryStoreConfig::default());
         let now = Instant::now();
         let mut refused = 0;
-        for n in 0..STORE_PROVIDER_KEYS + 10 {
+        let store_keys = MemoryStoreConfig::default().max_provided_keys;
+        for n in 0..store_keys + 10 {
             let key = RecordKey::new(&format!("/other/{n}"));
             let peer = PeerId::random();
             if announce(
@@ -402,7 +411,7 @@ mod tests {
                 refused += 1;
             }
         }
-        assert_eq!(refused, STORE_PROVIDER_KEYS + 10 - OTHER_PROVIDER_KEYS);
+        assert_eq!(refused, store_keys + 10 - other_provider_keys());
         // The relay can still announce on its shard key.
         let own = ProviderRecord {
             key: shard_key(NS, shard_of(&owner, SHARDS)),

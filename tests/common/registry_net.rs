@@ -254,6 +254,35 @@ impl NetPeer {
         .await
     }
 
+    /// The relays its registry knows (`known_relays()`), best first.
+    pub async fn known_relays(&self) -> Vec<PeerId> {
+        self.with(|s| {
+            s.behaviour()
+                .registry
+                .known_relays()
+                .iter()
+                .map(|c| c.peer())
+                .collect()
+        })
+        .await
+    }
+
+    /// The providers this peer's DHT store holds for `key`.
+    pub async fn stored_providers(&self, key: kad::RecordKey) -> Vec<PeerId> {
+        self.with(move |s| {
+            use kad::store::RecordStore;
+            s.behaviour_mut()
+                .registry
+                .kad_mut()
+                .store_mut()
+                .providers(&key)
+                .into_iter()
+                .map(|p| p.provider)
+                .collect()
+        })
+        .await
+    }
+
     /// The bootstrap handle of this peer.
     pub fn boot(&self) -> (PeerId, Multiaddr) {
         (self.peer_id, self.addr.clone())
@@ -305,6 +334,40 @@ impl NetPeer {
 
     /// Discovers until `done` holds for the result (at most `tries` times, `pause` apart);
     /// returns the last result and how long it took.
+    /// Asks its registry for one reservation on the best relay, up to `tries` times `pause`
+    /// apart while discoveries come back empty (the fleet still registering); the relay and
+    /// the circuit address, or `None` if every try found no relay.
+    pub async fn reserve_on_best_relay(
+        &mut self,
+        tries: usize,
+        pause: Duration,
+    ) -> Option<(PeerId, Multiaddr)> {
+        for _ in 0..tries {
+            self.with(|s| s.behaviour_mut().registry.reserve_on_best(1))
+                .await;
+            let reserved = self
+                .expect("a reservation or an empty discovery", |e| match e {
+                    NodeEvent::Registry(registry::Event::ReservationAccepted { relay, addr }) => {
+                        Some(Some((relay, addr)))
+                    }
+                    NodeEvent::Registry(registry::Event::RelaysDiscovered { relays, .. })
+                        if relays.is_empty() =>
+                    {
+                        Some(None)
+                    }
+                    _ => None,
+                })
+                .await;
+            if reserved.is_some() {
+                return reserved;
+            }
+            self.with(|s| s.behaviour_mut().registry.reserve_on_best(0))
+                .await;
+            tokio::time::sleep(pause).await;
+        }
+        None
+    }
+
     pub async fn discover_until(
         &mut self,
         tries: usize,
@@ -324,6 +387,15 @@ impl NetPeer {
         let (relays, stats) = last.expect("tried at least once");
         (relays, stats, start.elapsed())
     }
+}
+
+/// A relay config for tests on loopback: no request-rate limits (every peer is 127.0.0.1), no
+/// periodic stats.
+pub fn relay_config() -> macula_relay::ConfigBuilder {
+    macula_relay::Config::builder()
+        .request_rate_per_peer(None)
+        .request_rate_per_ip(None)
+        .stats_interval(None)
 }
 
 /// Peer ids of candidates, in rank order.
