@@ -25,6 +25,14 @@ if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
     echo "WARNING: /usr/bin/chromium is missing (install Debian's chromium package); the browser tests will fail"
   fi
 fi
+# The NAT lab (tests/nat_lab.rs): network namespaces need root, `ip` (iproute2) and `nft`.
+if [ "$(id -u)" = 0 ] && ! command -v nft >/dev/null; then
+  echo "== nftables: apt-get install nftables iproute2"
+  if command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o=Dpkg::Use-Pty=0 nftables iproute2 >/dev/null) ||
+      echo "WARNING: installing nftables failed; the NAT lab will fail"
+  fi
+fi
 if [ -f interop/browser/package-lock.json ]; then
   echo "== interop/browser: npm ci"
   (cd interop/browser && npm ci --no-audit --no-fund --loglevel=error)
@@ -63,7 +71,25 @@ rm -rf "$MACULA_INTEROP_RESULTS"
 cargo build --locked --examples --bins
 # Each test in its own process, bounded by the `ci` profile of .config/nextest.toml (a hung test
 # is killed and named after 10 minutes); --no-fail-fast: a failure does not hide later results.
+rm -f target/tmp/nat-lab-matrix.md target/tmp/nat-lab-interop.md
 cargo nextest run --locked --profile ci --no-fail-fast || status=$?
+if [ -f target/tmp/nat-lab-matrix.md ] || [ -f target/tmp/nat-lab-interop.md ]; then
+  echo "== NAT lab matrices -> docs/nat-lab.md"
+  python3 - docs/nat-lab.md <<'PYEOF' || status=$?
+import os, sys
+page_path = sys.argv[1]
+page = open(page_path).read()
+for name in ("matrix", "interop"):
+    path = f"target/tmp/nat-lab-{name}.md"
+    if not os.path.exists(path):
+        continue
+    start, end = f"<!-- nat-lab-{name}:start -->", f"<!-- nat-lab-{name}:end -->"
+    head, rest = page.split(start, 1)
+    _, tail = rest.split(end, 1)
+    page = head + start + "\n" + open(path).read().rstrip() + "\n" + end + tail
+open(page_path, "w").write(page)
+PYEOF
+fi
 echo "== deployment files (systemd unit, Dockerfile, relay.toml)"
 bash scripts/check_deploy.sh target/debug/macula-relay || status=$?
 echo "== cargo test --doc"

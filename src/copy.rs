@@ -313,6 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for CopyFuture<S> {
         match this.shared.close_requested() {
             Some(CloseRequest::Owner) => return Poll::Ready(CloseReason::ClosedByOwner),
             Some(CloseRequest::Drained) => return Poll::Ready(CloseReason::Drained),
+            Some(CloseRequest::TargetGone) => return Poll::Ready(CloseReason::ConnectionClosed),
             None => {}
         }
         if this.shared.take_limits_changed() {

@@ -410,9 +410,14 @@ impl RelayCore {
                 (SessionState::AwaitingTarget, false) => {
                     self.end_denied(session, DenyReason::TargetRefused)
                 }
-                // The target's stream is already with the source's handler: the copy loop (or
-                // the OK being written) fails on it and reports the end.
-                (_, false) => {}
+                // The target's stream is already with the source's handler. Its copy loop may
+                // never see the stream fail (a target that vanished silently leaves it pending
+                // when its connection is closed), so it is told to reset the circuit.
+                (
+                    SessionState::Relaying { .. } | SessionState::AwaitingSourceAccept { .. },
+                    false,
+                ) => self.close(session, CloseRequest::TargetGone),
+                (SessionState::Closing { .. }, false) => {}
             }
         }
     }
@@ -711,7 +716,7 @@ impl RelayCore {
         match entry.state {
             SessionState::AwaitingTarget => {
                 let reason = match why {
-                    CloseRequest::Owner => DenyReason::TargetRefused,
+                    CloseRequest::Owner | CloseRequest::TargetGone => DenyReason::TargetRefused,
                     CloseRequest::Drained => DenyReason::Disabled,
                 };
                 self.end_denied(session, reason);

@@ -463,7 +463,7 @@ fn the_source_connection_closing_ends_its_sessions_in_every_state() {
 }
 
 #[test]
-fn the_target_connection_closing_refuses_only_the_sessions_still_asking_it() {
+fn the_target_connection_closing_refuses_the_sessions_asking_it_and_resets_the_relaying_ones() {
     let mut w = World::new(several_per_peer());
     let (waiting, relaying) = (w.connect(), w.relaying());
     w.core
@@ -480,10 +480,15 @@ fn the_target_connection_closing_refuses_only_the_sessions_still_asking_it() {
             ..
         }
     )));
-    // The relaying one ends through its copy loop, which fails on the target's stream.
+    // The relaying one is told to reset its circuit: a target that vanished silently leaves
+    // its stream pending forever, so the copy loop cannot be trusted to notice.
+    assert_eq!(close_commands(&out), vec![CloseRequest::TargetGone]);
     assert!(matches!(
         w.core.state(&relaying),
-        Some(SessionState::Relaying { .. })
+        Some(SessionState::Closing {
+            why: CloseRequest::TargetGone,
+            ..
+        })
     ));
 }
 

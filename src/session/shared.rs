@@ -14,13 +14,17 @@ use futures::task::AtomicWaker;
 
 use crate::{SessionLimits, Side};
 
-/// Why the owner asked a session to end.
+/// Why a session is asked to end (by its owner, a drain, or its target's connection closing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseRequest {
     /// `close_session`.
     Owner = 1,
     /// The drain deadline after `disable` passed.
     Drained = 2,
+    /// The target's connection closed. Its stream, held by the source's copy loop, may never
+    /// fail by itself (a peer that vanished silently, its connection closed by the ping
+    /// timeout), so the circuit is reset rather than left half open.
+    TargetGone = 3,
 }
 
 /// Counters and controls of one live session (crate-internal; appears in handler commands).
@@ -138,7 +142,8 @@ impl SessionShared {
         match self.close.load(Relaxed) {
             0 => None,
             1 => Some(CloseRequest::Owner),
-            _ => Some(CloseRequest::Drained),
+            2 => Some(CloseRequest::Drained),
+            _ => Some(CloseRequest::TargetGone),
         }
     }
 

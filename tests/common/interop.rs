@@ -47,6 +47,8 @@ pub struct Js {
     /// How many times a js driver started from this value logged that js-libp2p's connection
     /// monitor aborted a connection (see [`retry_on_js_monitor_abort`]).
     monitor_aborts: Arc<AtomicUsize>,
+    /// The network namespace its drivers run in (the NAT lab), if not this process's.
+    netns: Option<String>,
 }
 
 impl Js {
@@ -63,6 +65,15 @@ impl Js {
             node,
             dir,
             monitor_aborts: Arc::default(),
+            netns: None,
+        }
+    }
+
+    /// The same drivers, started inside network namespace `ns` (`ip netns exec`).
+    pub fn in_netns(&self, ns: &str) -> Js {
+        Js {
+            netns: Some(ns.to_owned()),
+            ..self.clone()
         }
     }
 
@@ -104,9 +115,10 @@ impl Js {
     pub fn spawn(&self, name: &str, script: &str, args: &[String]) -> Peer {
         let mut argv = vec![self.dir.join(format!("{script}.mjs")).display().to_string()];
         argv.extend(args.iter().cloned());
+        let (program, argv) = in_netns(self.netns.as_deref(), &self.node, argv);
         Peer::spawn_with(
             name,
-            &self.node,
+            &program,
             &argv,
             &self.dir,
             // js-libp2p's debug logger, for the connection monitor's errors only
@@ -153,6 +165,25 @@ impl Js {
 pub struct Py {
     pub python: PathBuf,
     pub dir: PathBuf,
+    /// The network namespace its drivers run in (the NAT lab), if not this process's.
+    netns: Option<String>,
+}
+
+/// `program argv` as it runs inside namespace `netns` (`ip netns exec`), or unchanged.
+fn in_netns(netns: Option<&str>, program: &Path, argv: Vec<String>) -> (PathBuf, Vec<String>) {
+    match netns {
+        None => (program.to_path_buf(), argv),
+        Some(ns) => {
+            let mut wrapped = vec![
+                "netns".to_owned(),
+                "exec".to_owned(),
+                ns.to_owned(),
+                program.display().to_string(),
+            ];
+            wrapped.extend(argv);
+            (PathBuf::from("ip"), wrapped)
+        }
+    }
 }
 
 impl Py {
@@ -168,7 +199,19 @@ impl Py {
             None
         };
         require("py-libp2p", missing, "run `bash interop/py/setup.sh`");
-        Py { python, dir }
+        Py {
+            python,
+            dir,
+            netns: None,
+        }
+    }
+
+    /// The same drivers, started inside network namespace `ns` (`ip netns exec`).
+    pub fn in_netns(&self, ns: &str) -> Py {
+        Py {
+            netns: Some(ns.to_owned()),
+            ..self.clone()
+        }
     }
 
     /// Version of an installed distribution, from its `<name>-<version>.dist-info` directory.
@@ -221,7 +264,8 @@ impl Py {
     pub fn spawn(&self, name: &str, script: &str, args: &[String]) -> Peer {
         let mut argv = vec![self.dir.join(format!("{script}.py")).display().to_string()];
         argv.extend(args.iter().cloned());
-        Peer::spawn_with(name, &self.python, &argv, &self.dir, &[], None)
+        let (program, argv) = in_netns(self.netns.as_deref(), &self.python, argv);
+        Peer::spawn_with(name, &program, &argv, &self.dir, &[], None)
     }
 
     /// A py target that reserves on `relay` and serves transfers.

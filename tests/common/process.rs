@@ -118,9 +118,25 @@ impl RelayProcess {
     /// [`start_as_is`](Self::start_as_is) with `data_dir` as its default data directory (a
     /// restart in the same directory keeps the identity).
     pub fn start_in(args: &[&str], data_dir: tempfile::TempDir) -> Self {
+        let mut command = Command::new(relay_node_binary());
+        command.args(args);
+        Self::spawn(command, args, data_dir)
+    }
+
+    /// [`start_as_is`](Self::start_as_is) inside the network namespace `ns` (`ip netns exec`).
+    pub fn start_in_netns(ns: &str, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns])
+            .arg(relay_node_binary())
+            .args(args);
+        Self::spawn(command, args, data_dir)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], data_dir: tempfile::TempDir) -> Self {
         let binary = relay_node_binary();
-        let mut child = Command::new(&binary)
-            .args(args)
+        let mut child = command
             .env("STATE_DIRECTORY", data_dir.path())
             .env(
                 "RUST_LOG",

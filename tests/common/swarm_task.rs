@@ -134,6 +134,15 @@ where
             .unwrap_or_else(|_| panic!("{name}: timed out after {wait:?} waiting for: {what}"))
     }
 
+    /// The next forwarded event, or `None` if none comes within `wait` (for outcomes a test
+    /// records rather than requires).
+    pub async fn next_within(&mut self, wait: Duration) -> Option<E> {
+        tokio::time::timeout(wait, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Drops the forwarded events not yet waited for.
     pub fn drain(&mut self) {
         while self.events.try_recv().is_ok() {}
