@@ -776,7 +776,9 @@ async fn a_circuit_idle_past_the_nat_timeout_survives_and_a_target_whose_uplink_
 }
 
 /// A rust peer behind `site` that reached `target` through the relay at `relay`: dials
-/// `circuit`, waits for the relayed connection, and runs one transfer.
+/// `circuit`, waits for the relayed connection, and runs one transfer. The peer is returned
+/// with the result: dropping it at once could reset the circuit before its last bytes (the
+/// hash it sends) have reached the target.
 async fn rust_source_through(
     lab: &Lab,
     site: &Site,
@@ -784,11 +786,11 @@ async fn rust_source_through(
     circuit: Multiaddr,
     target: PeerId,
     port: u16,
-) -> Result<(), String> {
+) -> (NatPeer, Result<(), String>) {
     let mut source = NatPeer::start(lab, &site.host, site.listen(port)).await;
     source.connect_relay(relay).await;
     source.dial(circuit).await;
-    source
+    let connected = source
         .task
         .expect("the relayed connection to the target", |e| match e {
             PeerEvent::Connected { peer, addr, .. } if peer == target && is_relayed(&addr) => {
@@ -797,8 +799,12 @@ async fn rust_source_through(
             PeerEvent::DialFailed(e) => Some(Err(e)),
             _ => None,
         })
-        .await?;
-    source.transfer(target, TRANSFER_BYTES).await
+        .await;
+    let result = match connected {
+        Ok(()) => source.transfer(target, TRANSFER_BYTES).await,
+        Err(e) => Err(e),
+    };
+    (source, result)
 }
 
 /// A rust target behind `site`, reserved on the relay: the peer and its circuit address.
@@ -877,12 +883,14 @@ async fn js_and_py_peers_behind_nats_reserve_and_reach_rust_peers_through_the_re
             };
             let _ = ready;
             let port = 30_000 + u16::try_from(index).unwrap();
-            let result = rust_source_through(&lab, &b, &relay_b, circuit, target_id, port).await;
+            let (source, result) =
+                rust_source_through(&lab, &b, &relay_b, circuit, target_id, port).await;
             if is_js {
                 interop::js_target_transfer(&mut target, n, n).await;
             } else {
                 interop::py_target_transfer(&mut target, n, n).await;
             }
+            drop(source);
             match result {
                 Ok(()) => ok += 1,
                 Err(e) => panic!("{name} target behind a cone NAT, try {index}: {e}"),
