@@ -7,17 +7,27 @@
 //   {"event":"ready", page, peer_id, circuit_addrs, relay_conn_addr, reserve_ms}   per page
 //   {"event":"transfer", page, ...}   a transfer a page served (inbound, hash-checked)
 //   {"event":"result", page, ok, ...} a transfer a page dialed (--dial, --b2b)
+//   {"event":"webrtc_result", page, try, ok, direct, setup_ms, remote_addr, ...}   per try (--b2b-webrtc)
 //   {"event":"done"}                  then exit 0
 //   {"event":"error", code, message}  then exit 2 (3 on timeout, 4 without Chromium)
 //
 // usage: driver.mjs --relay /ip4/127.0.0.1/tcp/P/ws/p2p/RELAY [--pages N]
 //          [--dial CIRCUIT] [--b2b] [--inbound N] [--up BYTES] [--down BYTES]
+//          [--b2b-webrtc [--tries N] [--upgrades N] [--bytes BYTES]]
 //          [--timeout SECONDS] [--ignore-certificate-errors] [--chromium PATH]
 //
 //   --pages N      browser pages (tabs), each its own libp2p node reserving on
 //                  the relay (default 1; --b2b needs 2)
 //   --dial ADDR    page 0 dials ADDR (a /p2p-circuit address) and runs one transfer
 //   --b2b          page 1 dials page 0 through the relay and runs one transfer
+//   --b2b-webrtc   two pages with the WebRTC transport, listening on /webrtc; page 1 dials
+//                  page 0 at <relay>/p2p-circuit/webrtc/p2p/<id> --tries times (default 10):
+//                  signalling over the relay, then a direct WebRTC connection that carries one
+//                  transfer of --bytes each way (default 16 MiB), then a hang-up; it stops
+//                  early once --upgrades tries (default all) gave a working connection. Chromium runs
+//                  with mDNS candidate obfuscation off (the host candidate is the address of
+//                  the default-route interface: run it where there is one, e.g. a network
+//                  namespace with a veth)
 //   --inbound N    wait until page 0 has served N inbound transfers (before --dial, unless
 //                  --b2b, and before "done")
 //   --ignore-certificate-errors  accept the relay's self-signed certificate (wss tests)
@@ -45,19 +55,21 @@ async function fail (code, message, exitCode = 2, extra = {}) {
   process.exit(exitCode)
 }
 
-const USAGE = 'usage: driver.mjs --relay MULTIADDR [--pages N] [--dial CIRCUIT] [--b2b] [--inbound N] [--up B] [--down B] [--timeout S] [--ignore-certificate-errors] [--chromium PATH]'
-const args = { relay: null, pages: 1, dial: null, b2b: false, inbound: 0, up: 1 << 20, down: 1 << 20, timeout: 120, 'ignore-certificate-errors': false, chromium: process.env.CHROMIUM ?? '/usr/bin/chromium' }
+const USAGE = 'usage: driver.mjs --relay MULTIADDR [--pages N] [--dial CIRCUIT] [--b2b] [--b2b-webrtc] [--tries N] [--upgrades N] [--bytes B] [--inbound N] [--up B] [--down B] [--timeout S] [--ignore-certificate-errors] [--chromium PATH]'
+const args = { relay: null, pages: 1, dial: null, b2b: false, 'b2b-webrtc': false, tries: 10, upgrades: -1, bytes: 16 << 20, inbound: 0, up: 1 << 20, down: 1 << 20, timeout: 120, 'ignore-certificate-errors': false, chromium: process.env.CHROMIUM ?? '/usr/bin/chromium' }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i].replace(/^--/, '')
-  if (a === 'b2b' || a === 'ignore-certificate-errors') { args[a] = true; continue }
+  if (a === 'b2b' || a === 'b2b-webrtc' || a === 'ignore-certificate-errors') { args[a] = true; continue }
   if (!(a in args) || i + 1 >= argv.length) await fail('BAD_ARGS', `bad argument ${argv[i]}\n${USAGE}`)
   const v = argv[++i]
   args[a] = typeof args[a] === 'number' ? Number(v) : v
 }
 if (args.relay == null) await fail('BAD_ARGS', `missing --relay\n${USAGE}`)
-if (args.b2b && args.pages < 2) args.pages = 2
-for (const k of ['pages', 'inbound', 'up', 'down', 'timeout']) {
+const webrtc = args['b2b-webrtc']
+if ((args.b2b || webrtc) && args.pages < 2) args.pages = 2
+if (args.upgrades === -1) args.upgrades = args.tries
+for (const k of ['pages', 'inbound', 'up', 'down', 'timeout', 'tries', 'upgrades', 'bytes']) {
   if (!Number.isSafeInteger(args[k]) || args[k] < 0) await fail('BAD_ARGS', `--${k}: not a non-negative integer`)
 }
 if (!existsSync(args.chromium)) await fail('NO_CHROMIUM', `${args.chromium} does not exist (Debian: apt-get install chromium)`, 4)
@@ -95,7 +107,9 @@ try {
     // As root in a container: no sandbox; and no calls home (this machine has no network).
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ...(args['ignore-certificate-errors'] ? ['--ignore-certificate-errors'] : [])],
+      ...(args['ignore-certificate-errors'] ? ['--ignore-certificate-errors'] : []),
+      // ICE host candidates as plain addresses, not mDNS names (nothing here resolves them)
+      ...(webrtc ? ['--disable-features=WebRtcHideLocalIpsWithMdns'] : [])],
     timeout: 30000
   })
 } catch (err) {
@@ -113,6 +127,8 @@ for (let i = 0; i < args.pages; i++) {
   page.on('console', msg => process.stderr.write(`[page ${i}] console.${msg.type()}: ${msg.text()}\n`))
   page.on('pageerror', err => process.stderr.write(`[page ${i}] pageerror: ${err.message}\n`))
   page.on('crash', () => fail('PAGE_CRASH', `page ${i} crashed`))
+  // LIBP2P_DEBUG=<namespaces> turns on js-libp2p's debug log in the pages (on stderr)
+  if (process.env.LIBP2P_DEBUG) await page.addInitScript((d) => localStorage.setItem('debug', d), process.env.LIBP2P_DEBUG)
   await page.exposeFunction('maculaEmit', (obj) => {
     emit({ ...obj, page: i })
     if (obj.event === 'transfer' || obj.event === 'transfer_error') {
@@ -133,7 +149,7 @@ async function call (i, method, opts) {
 
 const ready = []
 for (let i = 0; i < pages.length; i++) {
-  const info = await call(i, 'start', { relay: args.relay })
+  const info = await call(i, 'start', { relay: args.relay, webrtc })
   ready.push(info)
   emit({ event: 'ready', page: i, ...info })
 }
@@ -156,6 +172,20 @@ if (args.b2b) {
   const target = ready[0].circuit_addrs.find(a => a.startsWith(args.relay)) ?? ready[0].circuit_addrs[0]
   const r = await call(1, 'dial', { target, up: args.up, down: args.down, timeoutMs })
   emit({ event: 'result', page: 1, ...r })
+}
+if (webrtc) {
+  const target = ready[0].webrtc_addrs.find(a => a.startsWith(args.relay)) ?? ready[0].webrtc_addrs[0]
+  let served = 0
+  for (let t = 0; t < args.tries && served < args.upgrades; t++) {
+    const r = await pages[1].evaluate(([o]) => window.macula.dialWebRTC(o), [{ target, up: args.bytes, down: args.bytes, timeoutMs }])
+    const line = r.ok ? r.value : { ok: false, ...r.error }
+    emit({ event: 'webrtc_result', page: 1, try: t, target, ...line })
+    // page 0 reports the transfer it served (hash-checked) before the next try
+    if (line.ok === true) {
+      served++
+      while (inbound[0] < served) await new Promise(resolve => waiters.push(resolve))
+    }
+  }
 }
 while (inbound[0] < args.inbound) {
   await new Promise(resolve => waiters.push(resolve))

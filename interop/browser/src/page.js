@@ -3,13 +3,18 @@
 // reserves on a relay (so other peers can reach it through the relay), serves
 // the transfer protocol of interop/js (hash-checked, both ways at once), and
 // dials peers through the relay. driver.mjs calls window.macula.* from
-// Playwright; events it did not ask for (inbound transfers, reservation
+// Playwright; with `webrtc: true` a page also runs js-libp2p's WebRTC
+// transport and listens on /webrtc, so another page reaches it at
+// <relay>/p2p-circuit/webrtc/p2p/<id>: SDP and ICE go over a relayed stream,
+// the connection itself is direct browser to browser. Events it did not ask for (inbound transfers, reservation
 // changes) go to window.maculaEmit, which the driver exposes.
+import { peerConnections, selectedPair } from './rtc-spy.js'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { identify } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -53,7 +58,7 @@ const round = (x) => Math.round(x * 1000) / 1000
  * tests turn that off (a public relay behind `wss://` on a domain needs no
  * such setting).
  */
-async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 10000 }) {
+async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 10000, webrtc = false }) {
   if (node != null) throw new Error('already started')
   const relayAddr = multiaddr(relay)
   const relayId = relayAddr.getComponents().findLast(c => c.name === 'p2p')?.value
@@ -62,10 +67,26 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
 
   node = await createLibp2p({
     addresses: { listen: [] },
-    transports: [webSockets(), circuitRelayTransport({ reservationCompletionTimeout: reserveTimeoutMs })],
+    transports: [
+      webSockets(),
+      circuitRelayTransport({ reservationCompletionTimeout: reserveTimeoutMs }),
+      // no ICE servers: host candidates only, nothing tries a public STUN server
+      ...(webrtc ? [webRTC({ rtcConfiguration: { iceServers: [] } })] : [])
+    ],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: allowInsecureLoopback ? { denyDialMultiaddr: () => false } : {},
+    // js-libp2p pings every connection every 10 s and aborts one whose ping fails. A ping on
+    // the relayed connection that carried the signalling fails with a stream reset when the
+    // other page hangs up (each try ends with one), and aborting that relayed connection
+    // takes the page's WebSocket connection to the relay, and its reservation, with it (seen
+    // with js-libp2p 3.3.11): the next try then gets NO_RESERVATION. In this mode a failed
+    // ping is logged, not fatal.
+    ...(webrtc ? { connectionMonitor: { abortConnectionOnPingFailure: false } } : {}),
+    // js-libp2p gives each address 6 s and a dial 10 s; a loaded two-core machine gets more
+    // (a set-up that works takes well under 1 s; one that stalls, about once in 10-30 tries
+    // here, does not complete in 30 s either).
+    ...(webrtc ? { connectionManager: { addressDialTimeout: 15000, dialTimeout: 20000 } } : {}),
     services: { identify: identify() }
   })
 
@@ -86,6 +107,11 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
     emit({ event: 'connection_open', remote_peer: c.remotePeer.toString(), remote_addr: c.remoteAddr.toString(), direction: c.direction, limits: limitsSnapshot(c) })
   })
 
+  node.addEventListener('connection:close', (evt) => {
+    const c = evt.detail
+    emit({ event: 'connection_close', remote_peer: c.remotePeer.toString(), remote_addr: c.remoteAddr.toString(), direction: c.direction, status: c.status ?? null })
+  })
+
   const t0 = performance.now()
   await node.components.transportManager.listen([relayAddr.encapsulate('/p2p-circuit')])
   const reserveMs = performance.now() - t0
@@ -95,12 +121,22 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
     if (circuitAddrs.length === 0) await new Promise(resolve => setTimeout(resolve, 20))
   }
   if (circuitAddrs.length === 0) throw new Error('reserved, but no /p2p-circuit address was announced')
+  let webrtcAddrs = []
+  if (webrtc) {
+    await node.components.transportManager.listen([multiaddr('/webrtc')])
+    for (let i = 0; i < 250 && webrtcAddrs.length === 0; i++) {
+      webrtcAddrs = node.getMultiaddrs().map(String).filter(s => s.includes('/p2p-circuit/webrtc'))
+      if (webrtcAddrs.length === 0) await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    if (webrtcAddrs.length === 0) throw new Error('listening on /webrtc, but no /p2p-circuit/webrtc address was announced')
+  }
   const relayConn = node.getConnections(relayPeer).find(c => !c.remoteAddr.toString().includes('/p2p-circuit'))
   return {
     peer_id: node.peerId.toString(),
     relay: relayPeer.toString(),
     relay_conn_addr: relayConn?.remoteAddr.toString() ?? null,
     circuit_addrs: circuitAddrs,
+    webrtc_addrs: webrtcAddrs,
     reserve_ms: round(reserveMs),
     user_agent: navigator.userAgent
   }
@@ -125,6 +161,55 @@ async function dial ({ target, up, down, timeoutMs = 60000 }) {
   }
 }
 
+/**
+ * Dials `target` (a <relay>/p2p-circuit/webrtc/p2p/<id> address): js-libp2p signals over the
+ * relay and returns the direct WebRTC connection. Runs one transfer of `up` / `down` bytes over
+ * it (not allowed on a limited connection: a relayed one would fail here), then hangs up on the
+ * peer so that the next try sets up a new connection.
+ */
+async function dialWebRTC ({ target, up, down, timeoutMs = 60000 }) {
+  if (node == null) throw new Error('not started')
+  const signal = AbortSignal.timeout(timeoutMs)
+  const addr = multiaddr(target)
+  const known = new Set(peerConnections)
+  const t0 = performance.now()
+  let conn
+  try {
+    conn = await node.dial(addr, { signal })
+  } catch (err) {
+    throw new Error(`dial failed after ${round(performance.now() - t0)} ms (${peerConnections.filter(pc => !known.has(pc)).map(pc => `${pc.connectionState}/${pc.iceConnectionState}/${pc.signalingState}`).join(', ') || 'no peer connection'})`, { cause: err })
+  }
+  const setupMs = performance.now() - t0
+  const remoteAddr = conn.remoteAddr.toString()
+  // The dialer's connection keeps the address it dialed (<relay>/p2p-circuit/webrtc/p2p/<id>):
+  // what makes it direct is the transport after the circuit (webrtc), no relay limits, and an
+  // ICE candidate pair Chromium selected for the peer connection it made for this dial.
+  const pcs = peerConnections.filter(pc => !known.has(pc) && pc.connectionState === 'connected')
+  const ice = pcs.length > 0 ? await selectedPair(pcs[pcs.length - 1]) : null
+  const afterCircuit = remoteAddr.split('/p2p-circuit').pop()
+  const direct = afterCircuit.startsWith('/webrtc') && conn.limits == null && ice?.state === 'succeeded'
+  const base = {
+    ice,
+    setup_ms: round(setupMs),
+    remote_peer: conn.remotePeer.toString(),
+    remote_addr: remoteAddr,
+    direct,
+    limits: limitsSnapshot(conn),
+    connections: node.getConnections(conn.remotePeer).map(c => c.remoteAddr.toString())
+  }
+  try {
+    if (!direct) return { ...base, ok: false, message: `not a direct WebRTC connection: ${remoteAddr} ${JSON.stringify(ice)}` }
+    const stream = await conn.newStream(TRANSFER_PROTOCOL, { signal })
+    const t1 = performance.now()
+    const result = await runDialer(stream, { up, down, signal })
+    // the transfer went over the selected pair: its counters include the bytes moved
+    const after = await selectedPair(pcs[pcs.length - 1]).catch(() => null)
+    return { ...base, ...result, elapsed_ms: round(performance.now() - t1), ice_after: after }
+  } finally {
+    await node.hangUp(conn.remotePeer, { signal: AbortSignal.timeout(10000) }).catch(() => {})
+  }
+}
+
 async function stop () {
   if (node != null) await node.stop()
   node = null
@@ -139,4 +224,4 @@ const wrap = (fn) => async (opts) => {
   }
 }
 
-window.macula = { start: wrap(start), dial: wrap(dial), stop: wrap(stop), ready: true }
+window.macula = { start: wrap(start), dial: wrap(dial), dialWebRTC: wrap(dialWebRTC), stop: wrap(stop), ready: true }

@@ -1,0 +1,34 @@
+// Keeps the RTCPeerConnections the page creates, so a test can ask Chromium
+// which ICE candidate pair a WebRTC connection really uses (js-libp2p does not
+// expose its peer connection). Imported before anything else: @libp2p/webrtc
+// reads globalThis.RTCPeerConnection when its module is evaluated.
+export const peerConnections = []
+
+const Native = globalThis.RTCPeerConnection
+if (typeof Native === 'function') {
+  globalThis.RTCPeerConnection = class extends Native {
+    constructor (...args) {
+      super(...args)
+      peerConnections.push(this)
+      if (peerConnections.length > 64) peerConnections.splice(0, peerConnections.length - 64)
+    }
+  }
+}
+
+/**
+ * The selected ICE candidate pair of `pc` (from getStats): local and remote
+ * candidate type, address, port and protocol; null when there is none.
+ */
+export async function selectedPair (pc) {
+  const stats = await pc.getStats()
+  let pairId = null
+  stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId != null) pairId = s.selectedCandidatePairId })
+  let pair = pairId != null ? stats.get(pairId) : null
+  if (pair == null) stats.forEach(s => { if (pair == null && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s })
+  if (pair == null) return null
+  const describe = (id) => {
+    const c = stats.get(id)
+    return c == null ? null : { type: c.candidateType, address: c.address ?? c.ip, port: c.port, protocol: c.protocol }
+  }
+  return { state: pair.state, local: describe(pair.localCandidateId), remote: describe(pair.remoteCandidateId), bytes_sent: pair.bytesSent, bytes_received: pair.bytesReceived }
+}
