@@ -90,8 +90,9 @@ impl ReservationPlan {
     }
 
     /// The relays to ask now, from `ranked` (best first): not held, not backing off, with a
-    /// free reservation slot; each pick the preferred ([`preference`]) of two drawn at random,
-    /// the first drawn when neither is preferred.
+    /// free reservation slot; each pick the preferred of two drawn at random (the smaller share
+    /// of its reservation slots taken, then the one at half the round trip), the first drawn
+    /// when neither is preferred.
     pub fn choose(
         &self,
         ranked: &[RelayCandidate],
