@@ -300,6 +300,13 @@ fn tcp_connects(lab: &Lab, ns: &str, addr: SocketAddr) -> bool {
     .expect("the connecting thread ends")
 }
 
+/// A new lab, or `None` (after saying why) where namespaces are impossible.
+fn open_lab() -> Option<Lab> {
+    Lab::new()
+        .inspect_err(|why| eprintln!("SKIPPED: the NAT lab cannot run here: {why}"))
+        .ok()
+}
+
 /// What one try measured.
 #[derive(Default)]
 struct Try {
@@ -363,19 +370,9 @@ async fn one_try(
         .relay_addr(relay.peer_id)
         .with(Protocol::P2pCircuit)
         .with(Protocol::P2p(target.peer_id));
-    source.dial(circuit).await;
     let target_id = target.peer_id;
     let relayed = source
-        .task
-        .expect("the relayed connection to the target", |e| match e {
-            PeerEvent::Connected {
-                peer,
-                connection,
-                addr,
-            } if peer == target_id && is_relayed(&addr) => Some(Ok(connection)),
-            PeerEvent::DialFailed(e) => Some(Err(e)),
-            _ => None,
-        })
+        .dial_relayed(circuit)
         .await
         .unwrap_or_else(|e| panic!("dialing the target through the relay failed: {e}"));
     let relayed_at = Instant::now();
@@ -492,12 +489,8 @@ fn row(t: &Site, s: &Site, tries: &[Try]) -> String {
 async fn peers_behind_nats_reserve_reach_each_other_through_the_relay_and_hole_punch_where_the_nat_allows(
 ) {
     common::swarm_task::init_tracing();
-    let mut lab = match Lab::new() {
-        Ok(lab) => lab,
-        Err(why) => {
-            eprintln!("SKIPPED: the NAT lab cannot run here: {why}");
-            return;
-        }
+    let Some(mut lab) = open_lab() else {
+        return;
     };
     let inet = internet(&mut lab);
     let kinds = [
@@ -646,12 +639,8 @@ fn relay_lists(lab: &Lab, inet: &str, what: &str, peer: PeerId) -> bool {
 async fn a_circuit_idle_past_the_nat_timeout_survives_and_a_target_whose_uplink_dies_is_freed_in_time(
 ) {
     common::swarm_task::init_tracing();
-    let mut lab = match Lab::new() {
-        Ok(lab) => lab,
-        Err(why) => {
-            eprintln!("SKIPPED: the NAT lab cannot run here: {why}");
-            return;
-        }
+    let Some(mut lab) = open_lab() else {
+        return;
     };
     let inet = internet(&mut lab);
     // A cone target and a symmetric source: DCUtR fails, the circuit stays relayed.
@@ -676,26 +665,15 @@ async fn a_circuit_idle_past_the_nat_timeout_survives_and_a_target_whose_uplink_
     target.reserve(&relay_t).await;
     let mut source = NatPeer::start(&lab, &s.host, s.listen(30_000)).await;
     source.connect_relay(&s.relay_addr(relay.peer_id)).await;
-    source
-        .dial(
-            s.relay_addr(relay.peer_id)
-                .with(Protocol::P2pCircuit)
-                .with(Protocol::P2p(target.peer_id)),
-        )
-        .await;
     let (target_id, source_id) = (target.peer_id, source.peer_id);
     let relayed = source
-        .task
-        .expect("the relayed connection to the target", |e| match e {
-            PeerEvent::Connected {
-                peer,
-                connection,
-                addr,
-            } if peer == target_id && is_relayed(&addr) => Some(connection),
-            PeerEvent::DialFailed(e) => panic!("dialing through the relay failed: {e}"),
-            _ => None,
-        })
-        .await;
+        .dial_relayed(
+            s.relay_addr(relay.peer_id)
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(target_id)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dialing through the relay failed: {e}"));
     let (upgrade, _) = upgrade_outcome(&mut target, source_id, Instant::now()).await;
     assert!(
         upgrade.is_err(),
@@ -789,19 +767,8 @@ async fn rust_source_through(
 ) -> (NatPeer, Result<(), String>) {
     let mut source = NatPeer::start(lab, &site.host, site.listen(port)).await;
     source.connect_relay(relay).await;
-    source.dial(circuit).await;
-    let connected = source
-        .task
-        .expect("the relayed connection to the target", |e| match e {
-            PeerEvent::Connected { peer, addr, .. } if peer == target && is_relayed(&addr) => {
-                Some(Ok(()))
-            }
-            PeerEvent::DialFailed(e) => Some(Err(e)),
-            _ => None,
-        })
-        .await;
-    let result = match connected {
-        Ok(()) => source.transfer(target, TRANSFER_BYTES).await,
+    let result = match source.dial_relayed(circuit).await {
+        Ok(_) => source.transfer(target, TRANSFER_BYTES).await,
         Err(e) => Err(e),
     };
     (source, result)
@@ -846,12 +813,8 @@ async fn served(target: &mut NatPeer) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_and_py_peers_behind_nats_reserve_and_reach_rust_peers_through_the_relay() {
     common::swarm_task::init_tracing();
-    let mut lab = match Lab::new() {
-        Ok(lab) => lab,
-        Err(why) => {
-            eprintln!("SKIPPED: the NAT lab cannot run here: {why}");
-            return;
-        }
+    let Some(mut lab) = open_lab() else {
+        return;
     };
     let (js, py) = (interop::Js::get(), interop::Py::get());
     let inet = internet(&mut lab);

@@ -252,12 +252,27 @@ impl NatPeer {
         addrs
     }
 
-    /// Dials `addr` (a circuit address of a target).
-    pub async fn dial(&self, addr: Multiaddr) {
+    /// Dials `circuit` (a circuit address ending in `/p2p/<target>`) and waits for the relayed
+    /// connection to the target: its id, or why the dial failed.
+    pub async fn dial_relayed(&mut self, circuit: Multiaddr) -> Result<ConnectionId, String> {
+        let Some(Protocol::P2p(target)) = circuit.iter().last() else {
+            panic!("circuit address {circuit} does not end in /p2p");
+        };
         self.task
-            .with(move |s| s.dial(addr))
+            .with(move |s| s.dial(circuit))
             .await
             .expect("dialing starts");
+        self.task
+            .expect("the relayed connection to the target", |e| match e {
+                PeerEvent::Connected {
+                    peer,
+                    connection,
+                    addr,
+                } if peer == target && is_relayed(&addr) => Some(Ok(connection)),
+                PeerEvent::DialFailed(e) => Some(Err(e)),
+                _ => None,
+            })
+            .await
     }
 
     /// Closes one connection.
