@@ -73,6 +73,8 @@ pub mod fuzz;
 mod handler;
 #[cfg(feature = "node")]
 pub mod node;
+#[cfg(feature = "node")]
+pub mod ping_watchdog;
 mod protocol;
 #[cfg(feature = "registry")]
 pub mod registry;
@@ -80,6 +82,8 @@ pub mod registry;
 mod secure_websocket;
 mod session;
 mod throttle;
+#[cfg(feature = "webrtc")]
+pub mod webrtc_direct;
 
 // Operating the relay node (feature `admin`, on by default).
 #[cfg(feature = "admin")]

@@ -3,7 +3,9 @@
 //!
 //! Browsers cannot dial TCP or QUIC; they reach the relay over WebSocket: listen on
 //! `/ip4/0.0.0.0/tcp/<port>/ws`, and, with a certificate ([`WebsocketTls`]), on
-//! `/ip4/0.0.0.0/tcp/<port>/tls/ws` (also written `/wss`). See `docs/browsers.md`.
+//! `/ip4/0.0.0.0/tcp/<port>/tls/ws` (also written `/wss`), or, with the `webrtc` feature, over
+//! WebRTC-direct with no CA certificate at all: `/ip4/0.0.0.0/udp/<port>/webrtc-direct` (see
+//! [`crate::webrtc_direct`]). See `docs/browsers.md`.
 
 use std::{fs, io, path::Path, time::Duration};
 
@@ -32,8 +34,10 @@ const PING_STREAM_NEGOTIATION: Duration = Duration::from_secs(10);
 /// ping reports the second failure in a row (the first is forgiven): the first comes
 /// [`PING_INTERVAL`] + [`PING_TIMEOUT`] after the last answer, the second one interval later
 /// plus the time a new ping stream may take to negotiate. The runner closes a connection whose
-/// ping fails; a swarm owner driving the node's swarm itself should do the same on
-/// [`RelayNodeEvent::Ping`] timeouts.
+/// ping fails, and, with a [`PingWatchdog`](crate::ping_watchdog::PingWatchdog), one whose
+/// peer answered no ping for this bound less one interval (WebRTC-direct connections, whose new
+/// streams stall rather than fail when the browser is gone); a swarm owner driving the node's
+/// swarm itself should do the same on [`RelayNodeEvent::Ping`] events.
 pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(
     2 * PING_INTERVAL.as_secs() + PING_TIMEOUT.as_secs() + PING_STREAM_NEGOTIATION.as_secs(),
 );
@@ -303,6 +307,23 @@ pub(crate) fn check_websocket_tls(listen: &[Multiaddr], has_tls: bool) -> Result
     }
 }
 
+/// Whether `addr` is a WebRTC-direct address (`…/udp/<port>/webrtc-direct…`).
+pub fn is_webrtc_direct(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::WebRTCDirect))
+}
+
+/// WebRTC-direct listen addresses need the `webrtc` feature.
+pub(crate) fn check_webrtc_direct(listen: &[Multiaddr]) -> Result<(), NodeError> {
+    match listen.iter().find(|a| is_webrtc_direct(a)) {
+        Some(addr) if !cfg!(feature = "webrtc") => Err(NodeError::Listen {
+            addr: addr.clone(),
+            error: "WebRTC-direct needs the `webrtc` feature (build with `--features webrtc`)"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `addr` is a secure WebSocket address (`/wss` or `/tls/ws`), which needs a
 /// [`WebsocketTls`] to listen on.
 pub fn is_secure_websocket(addr: &Multiaddr) -> bool {
@@ -328,6 +349,8 @@ pub struct RelayNodeBuilder {
     idle_connection_timeout: Duration,
     max_memory_bytes: Option<usize>,
     websocket_tls: Option<WebsocketTls>,
+    #[cfg(feature = "webrtc")]
+    webrtc_certificate: Option<crate::webrtc_direct::Certificate>,
     #[cfg(feature = "registry")]
     registry: Option<crate::registry::RegistryConfig>,
     #[cfg(feature = "registry")]
@@ -353,6 +376,8 @@ impl RelayNodeBuilder {
             idle_connection_timeout: Duration::from_secs(60),
             max_memory_bytes: None,
             websocket_tls: None,
+            #[cfg(feature = "webrtc")]
+            webrtc_certificate: None,
             #[cfg(feature = "registry")]
             registry: None,
             #[cfg(feature = "registry")]
@@ -412,7 +437,10 @@ impl RelayNodeBuilder {
     /// Listen on `addr` (repeatable; replaces the default listen addresses): TCP
     /// (`/ip4/…/tcp/<port>`), QUIC (`/ip4/…/udp/<port>/quic-v1`), WebSocket
     /// (`/ip4/…/tcp/<port>/ws`) or secure WebSocket (`/ip4/…/tcp/<port>/tls/ws`, needs
-    /// [`websocket_tls`](Self::websocket_tls)). TCP and WebSocket need different ports.
+    /// [`websocket_tls`](Self::websocket_tls)), or, with the `webrtc` feature, WebRTC-direct
+    /// (`/ip4/…/udp/<port>/webrtc-direct`, see
+    /// [`webrtc_certificate`](Self::webrtc_certificate)). TCP and WebSocket need different
+    /// ports, and so do QUIC and WebRTC-direct.
     pub fn listen_on(mut self, addr: Multiaddr) -> Self {
         self.listen.push(addr);
         self
@@ -427,6 +455,16 @@ impl RelayNodeBuilder {
     /// The certificate and key for secure WebSocket (`/tls/ws`, `/wss`) listen addresses.
     pub fn websocket_tls(mut self, tls: WebsocketTls) -> Self {
         self.websocket_tls = Some(tls);
+        self
+    }
+
+    /// The DTLS certificate for WebRTC-direct listen addresses; its hash is part of the
+    /// addresses (`/certhash/…`), so keep it across restarts
+    /// ([`crate::webrtc_direct::load_or_create_certificate`]). Default: a new one at every
+    /// build.
+    #[cfg(feature = "webrtc")]
+    pub fn webrtc_certificate(mut self, certificate: crate::webrtc_direct::Certificate) -> Self {
+        self.webrtc_certificate = Some(certificate);
         self
     }
 
@@ -471,6 +509,7 @@ impl RelayNodeBuilder {
             self.listen
         };
         check_websocket_tls(&listen, self.websocket_tls.is_some())?;
+        check_webrtc_direct(&listen)?;
         let bootstrap = bootstrap_peers(&self.bootstrap)?;
         let keypair = self.keypair.unwrap_or_else(Keypair::generate_ed25519);
         let config = self.config;
@@ -481,7 +520,18 @@ impl RelayNodeBuilder {
         let websocket = websocket_transport(
             noise::Config::new(&keypair).map_err(|e| transport(&e))?,
             self.websocket_tls,
-        );
+        )
+        .boxed();
+        #[cfg(feature = "webrtc")]
+        let websocket = {
+            let certificate = self
+                .webrtc_certificate
+                .unwrap_or_else(crate::webrtc_direct::generate_certificate);
+            websocket
+                .or_transport(crate::webrtc_direct::transport(&keypair, certificate))
+                .map(|either, _| either.into_inner())
+                .boxed()
+        };
         let builder = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -628,14 +678,15 @@ pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, NodeError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair.to_protobuf_encoding().map_err(|e| error(&e))?;
-            write_private(path, &bytes).map_err(|e| error(&e))?;
+            write_private_file(path, &bytes).map_err(|e| error(&e))?;
             Ok(keypair)
         }
         Err(e) => Err(error(&e)),
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to a new file at `path`, readable by its owner only (mode 0600 on Unix).
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -650,6 +701,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_webrtc_direct_addresses_count_as_webrtc_direct() {
+        let yes: Multiaddr = "/ip4/127.0.0.1/udp/4002/webrtc-direct".parse().unwrap();
+        let no: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        assert!(is_webrtc_direct(&yes));
+        assert!(!is_webrtc_direct(&no));
+    }
+
+    #[cfg(not(feature = "webrtc"))]
+    #[test]
+    fn webrtc_direct_listen_addresses_without_the_feature_are_refused_with_the_reason() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/udp/4002/webrtc-direct".parse().unwrap();
+        let error = check_webrtc_direct(&[addr]).unwrap_err().to_string();
+        assert!(error.contains("`webrtc` feature"), "{error}");
+    }
 
     #[test]
     fn key_file_is_created_then_reused() {

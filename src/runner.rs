@@ -24,7 +24,9 @@ use crate::{
     admin::{AdminError, AdminRequest, AdminServer, NodeQuery},
     load_or_create_keypair,
     metrics::Metrics,
+    node::{DEAD_PEER_BOUND, PING_INTERVAL},
     node_config::{Identity, NodeConfig, NodeConfigError, NodeSettings},
+    ping_watchdog::PingWatchdog,
     CloseReason, Event, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
     ReservationEndReason, WebsocketTls,
 };
@@ -33,6 +35,8 @@ use crate::{
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often a draining node checks whether its sessions are gone.
 const DRAIN_CHECK: Duration = Duration::from_millis(200);
+/// How often the ping watchdog looks for silent connections.
+const WATCHDOG_CHECK: Duration = Duration::from_secs(1);
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,8 @@ pub async fn run_reloadable(
     let admin_settings = config.admin_settings()?;
     let keypair = identity(&config)?;
     let websocket_tls = config.websocket_tls()?;
+    #[cfg(feature = "webrtc")]
+    let webrtc_certificate = webrtc_certificate(&config)?;
 
     let mut admin = match admin_settings {
         Some(settings) => {
@@ -144,6 +150,10 @@ pub async fn run_reloadable(
         .keypair(keypair);
     if let Some(tls) = &websocket_tls {
         builder = builder.websocket_tls(tls.clone());
+    }
+    #[cfg(feature = "webrtc")]
+    if let Some(certificate) = webrtc_certificate {
+        builder = builder.webrtc_certificate(certificate);
     }
     #[cfg(feature = "registry")]
     if config.registry {
@@ -194,6 +204,12 @@ pub async fn run_reloadable(
     let mut stop = stop.fuse();
     let mut drain: Option<Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
+    // Closes connections whose peer stopped answering pings without the ping failing (a
+    // transport whose new streams stall, as WebRTC-direct's do when a browser vanishes): the
+    // last answer is at most one interval before the peer vanished, so this stays within
+    // `DEAD_PEER_BOUND` of it.
+    let mut watchdog = PingWatchdog::new(DEAD_PEER_BOUND - PING_INTERVAL);
+    let mut watchdog_check = tokio::time::interval(WATCHDOG_CHECK);
     let mut health_beat = tokio::time::interval(crate::admin::HEALTH_REPORT_INTERVAL);
     // Serving from here on: /healthz says so before the first address is printed.
     let report_health = |admin: &Option<AdminServer>,
@@ -215,6 +231,9 @@ pub async fn run_reloadable(
         tokio::select! {
             event = swarm.select_next_some() => {
             libp2p_metrics.record(&event);
+            if let SwarmEvent::ConnectionClosed { connection_id, .. } = &event {
+                watchdog.on_connection_closed(*connection_id);
+            }
             match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
                     on_listen(&address.clone().with(Protocol::P2p(peer_id)));
@@ -227,6 +246,7 @@ pub async fn run_reloadable(
                 }
                 SwarmEvent::Behaviour(RelayNodeEvent::Ping(event)) => {
                     libp2p_metrics.record(&event);
+                    watchdog.on_ping(&event, Instant::now());
                     if let ping::Event {
                         peer,
                         connection,
@@ -299,6 +319,16 @@ pub async fn run_reloadable(
                 drain = Some(Drain::start(&mut swarm, node.config.drain_timeout));
             }
             _ = check.tick(), if drain.is_some() => {}
+            _ = watchdog_check.tick(), if !watchdog.is_empty() => {
+                for connection in watchdog.overdue(Instant::now()) {
+                    tracing::debug!(
+                        ?connection,
+                        "no ping answered for {:?}: closing the connection",
+                        DEAD_PEER_BOUND - PING_INTERVAL
+                    );
+                    swarm.close_connection(connection);
+                }
+            }
             _ = health_beat.tick(), if admin.is_some() || metrics_server.is_some() => {}
         }
         report_health(
@@ -344,6 +374,32 @@ pub async fn run_reloadable(
         "relay node stopped"
     );
     Ok(report)
+}
+
+/// The DTLS certificate of the WebRTC-direct listen addresses, if any: in
+/// [`CERTIFICATE_FILE_NAME`](crate::webrtc_direct::CERTIFICATE_FILE_NAME) next to the identity
+/// key (created on first start, so the addresses' certhash stays the same), or a new one with
+/// an ephemeral identity.
+#[cfg(feature = "webrtc")]
+fn webrtc_certificate(
+    config: &NodeConfig,
+) -> Result<Option<crate::webrtc_direct::Certificate>, NodeError> {
+    use crate::webrtc_direct::{generate_certificate, load_or_create_certificate};
+    if !config.listen.iter().any(crate::node::is_webrtc_direct) {
+        return Ok(None);
+    }
+    match &config.identity {
+        Identity::KeyFile(key_file) => {
+            let path = key_file
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .join(crate::webrtc_direct::CERTIFICATE_FILE_NAME);
+            let (certificate, created) = load_or_create_certificate(&path)?;
+            tracing::info!(file = %path.display(), created, "WebRTC-direct certificate");
+            Ok(Some(certificate))
+        }
+        Identity::Ephemeral => Ok(Some(generate_certificate())),
+    }
 }
 
 /// The node's identity: its key file (created on first start) or a new key.

@@ -14,6 +14,9 @@
 //! the test is ignored, with it a missing peer fails.
 #![cfg(feature = "admin")]
 
+#[allow(dead_code)]
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "common/interop.rs"]
 mod interop;
@@ -21,29 +24,37 @@ mod interop;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+use browser::{ready_pages, Browser};
 use common::process::{relay_node_binary, RelayProcess};
-use interop::{expected, peer_id_of, Peer, READY_WAIT};
-use libp2p::Multiaddr;
+use interop::{expected, peer_id_of, Peer, Row};
 use netns::Lab;
 use serde_json::Value;
 
+const SUITE: &str = "browser_webrtc";
 const MIB: u64 = 1024 * 1024;
-/// What each try moves in each direction over the direct connection.
-const BYTES: u64 = 16 * MIB;
-/// Direct upgrades wanted (a fresh WebRTC connection each: page 1 hangs up after each
-/// transfer).
-const UPGRADES: usize = 10;
-/// Tries allowed for them. A try either fails to set up (js-libp2p gives up on the dial: seen
-/// about once in 10 tries on a loaded two-core machine, the WebRTC set-up stalling until the
-/// dial's timeout; reported with its message) or gives a connection that must be direct and
-/// carry the transfer; a relayed or broken one fails the test. The driver stops at `UPGRADES`.
-const TRIES: usize = 15;
+
+/// One run of browser → browser upgrades: how the pages reach the relay, and how much.
+struct Run {
+    /// Its row in the interop matrix.
+    row: &'static str,
+    /// The relay's listen address the pages reserve through (`{ADDR}` is the namespace's).
+    listen: &'static str,
+    /// What the table calls it.
+    label: &'static str,
+    /// Direct upgrades wanted (a fresh WebRTC connection each: page 1 hangs up after each
+    /// transfer).
+    upgrades: usize,
+    /// Tries allowed for them. A try either fails to set up (js-libp2p gives up on the dial:
+    /// seen once in 10–15 tries, twice under a busy two-core machine, the WebRTC set-up
+    /// stalling until the dial's 15 s timeout; reported with its message) or gives a connection
+    /// that must be direct and carry the transfer; a relayed or broken one fails the test. The
+    /// driver stops at `upgrades`.
+    tries: usize,
+    /// What each try moves in each direction over the direct connection.
+    bytes: u64,
+}
 /// The relay's address inside the namespace, and its gateway on the other end of the veth.
 const ADDR: &str = "198.18.77.2";
 const GATEWAY: &str = "198.18.77.1";
@@ -54,99 +65,6 @@ const ADMIN: &str = "127.0.0.1:9090";
 const SIGNALLING_LIMIT: u64 = 100 * 1000;
 /// How long the driver may take for all the tries (it gives up by itself after this).
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The driver in `interop/browser`, run with the Node 22 that `npm ci` installs there; panics,
-/// saying what to install, if Chromium or the npm packages are missing.
-struct Browser {
-    node: PathBuf,
-    dir: PathBuf,
-    chromium: PathBuf,
-}
-
-impl Browser {
-    fn get() -> Browser {
-        let dir = interop::repo().join("interop/browser");
-        let node = dir.join("node_modules/.bin/node");
-        let chromium = std::env::var_os("CHROMIUM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/usr/bin/chromium".into());
-        let missing = [
-            (
-                chromium.clone(),
-                "install Chromium (Debian: `apt-get install chromium`)",
-            ),
-            (node.clone(), "run `cd interop/browser && npm ci`"),
-            (
-                dir.join("node_modules/playwright-core/package.json"),
-                "run `cd interop/browser && npm ci`",
-            ),
-            (
-                dir.join("node_modules/@libp2p/webrtc/package.json"),
-                "run `cd interop/browser && npm ci`",
-            ),
-        ]
-        .into_iter()
-        .find(|(p, _)| !p.exists());
-        if let Some((path, how)) = missing {
-            panic!(
-                "the browser peers are missing: {} does not exist; {how}",
-                path.display()
-            );
-        }
-        let browser = Browser {
-            node,
-            dir,
-            chromium,
-        };
-        browser.build();
-        browser
-    }
-
-    /// Bundles the page (`node build.mjs`).
-    fn build(&self) {
-        let started = Instant::now();
-        let output = Command::new(&self.node)
-            .arg("build.mjs")
-            .current_dir(&self.dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.node.display()));
-        assert!(
-            output.status.success(),
-            "node build.mjs failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        eprintln!("[browser] page bundled in {:?}", started.elapsed());
-    }
-
-    /// Starts `driver.mjs --b2b-webrtc` inside namespace `ns` against the relay at `relay`.
-    fn driver_in(&self, ns: &str, relay: &Multiaddr) -> Peer {
-        let argv: Vec<String> = [
-            "netns",
-            "exec",
-            ns,
-            &self.node.display().to_string(),
-            &self.dir.join("driver.mjs").display().to_string(),
-            "--relay",
-            &relay.to_string(),
-            "--b2b-webrtc",
-            "--tries",
-            &TRIES.to_string(),
-            "--upgrades",
-            &UPGRADES.to_string(),
-            "--bytes",
-            &BYTES.to_string(),
-            "--timeout",
-            &DRIVER_TIMEOUT.as_secs().to_string(),
-            "--chromium",
-            &self.chromium.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Peer::spawn_with("browser", Path::new("ip"), &argv, &self.dir, &[], None)
-    }
-}
 
 /// The relay's `total_bytes_relayed` (`ctl --json stats` inside `ns`).
 fn relayed_bytes(lab: &Lab, ns: &str) -> u64 {
@@ -219,6 +137,45 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     ignore = "needs root, Chromium and the js-libp2p browser peer: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
 )]
 async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrtc() {
+    upgrade_to_direct_webrtc(Run {
+        row: "bw-01",
+        listen: "/ip4/{ADDR}/tcp/0/ws",
+        label: "/ws",
+        upgrades: 10,
+        tries: 20,
+        bytes: 16 * MIB,
+    })
+    .await;
+}
+
+/// The pages reach the relay over WebRTC-direct (no certificate anywhere), reserve through it,
+/// and upgrade to direct WebRTC with each other as over `/ws`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs root, Chromium and the js-libp2p browser peer: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
+async fn two_browsers_reserved_over_webrtc_direct_upgrade_to_direct_webrtc() {
+    upgrade_to_direct_webrtc(Run {
+        row: "bw-02",
+        listen: "/ip4/{ADDR}/udp/0/webrtc-direct",
+        label: "WebRTC-direct",
+        upgrades: 5,
+        tries: 10,
+        bytes: 4 * MIB,
+    })
+    .await;
+}
+
+async fn upgrade_to_direct_webrtc(run: Run) {
+    let Run {
+        row,
+        listen,
+        label,
+        upgrades: wanted,
+        tries: allowed,
+        bytes,
+    } = run;
     let mut lab = match Lab::new() {
         Ok(lab) => lab,
         Err(why) => {
@@ -227,22 +184,20 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
         }
     };
     let browser = Browser::get();
+    let mut row = Row::new(
+        SUITE,
+        row,
+        "js-libp2p (Chromium) → js-libp2p (Chromium)",
+        &browser.versions(),
+        &format!("two browsers reserved over {label} upgrade to direct WebRTC"),
+    );
+    row.step(format!("{wanted} upgrades in at most {allowed} tries"));
 
     // The relay and Chromium share a namespace whose only non-loopback interface is a veth
     // with a default route: Chromium's ICE host candidate is its address.
-    let ns = lab.namespace("webrtc");
-    let gw = lab.namespace("gw");
-    lab.link(
-        &ns,
-        "eth0",
-        &[&format!("{ADDR}/24")],
-        &gw,
-        "gw0",
-        &[&format!("{GATEWAY}/24")],
-    );
-    lab.route(&ns, "default", GATEWAY);
+    let ns = lab.host_with_default_route("webrtc", ADDR, GATEWAY);
 
-    let listen = format!("/ip4/{ADDR}/tcp/0/ws");
+    let listen = listen.replace("{ADDR}", ADDR);
     let relay = RelayProcess::start_in_netns(
         &ns,
         &[
@@ -256,21 +211,46 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
         ],
     );
     let ws = relay.addr.clone();
+    let stem = listen
+        .split("/0/")
+        .next()
+        .expect("a listen address with port 0");
     assert!(
-        ws.to_string().starts_with(&format!("/ip4/{ADDR}/tcp/")) && ws.to_string().contains("/ws/"),
-        "the relay's /ws address: {ws}"
+        ws.to_string().starts_with(stem) && ws.to_string().contains(&listen[stem.len() + 2..]),
+        "the relay's {label} address: {ws}"
     );
     let before = relayed_bytes(&lab, &ns);
 
-    let mut driver = browser.driver_in(&ns, &ws);
-    let first = driver.expect("ready", READY_WAIT).await;
-    let second = driver.expect("ready", READY_WAIT).await;
+    let (mut driver, ready) = ready_pages(
+        || {
+            browser.driver_in(
+                &ns,
+                "browser",
+                &ws,
+                DRIVER_TIMEOUT,
+                &[
+                    "--b2b-webrtc",
+                    "--tries",
+                    &allowed.to_string(),
+                    "--upgrades",
+                    &wanted.to_string(),
+                    "--bytes",
+                    &bytes.to_string(),
+                ],
+            )
+        },
+        2,
+        &mut row,
+    )
+    .await;
+    let ready = ready.unwrap_or_else(|e| panic!("the pages did not reserve: {e}"));
+    let (first, second) = (ready[0].clone(), ready[1].clone());
     let target = peer_id_of(&first);
     for ready in [&first, &second] {
         assert_eq!(
             ready["relay_conn_addr"].as_str(),
             Some(ws.to_string().as_str()),
-            "each page reserved over the relay's /ws address: {ready}"
+            "each page reserved over the relay's {label} address: {ready}"
         );
     }
     let webrtc_addr = format!("{ws}/p2p-circuit/webrtc/p2p/{target}");
@@ -287,11 +267,11 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
     assert!(driver.finish(Duration::from_secs(30)).await.success());
     let after = relayed_bytes(&lab, &ns);
 
-    let (up_hash, down_hash) = expected(BYTES, BYTES).await;
+    let (up_hash, down_hash) = expected(bytes, bytes).await;
     let results = of(&lines, "webrtc_result");
     let tries = results.len();
     assert!(
-        (UPGRADES..=TRIES).contains(&tries),
+        (wanted..=allowed).contains(&tries),
         "{tries} tries reported"
     );
     let mut setup_ms = Vec::new();
@@ -332,11 +312,11 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
         // the transfer went over the selected candidate pair, not over the relay
         let sent = r["ice_after"]["bytes_sent"].as_u64().unwrap_or(0);
         assert!(
-            sent > BYTES,
+            sent > bytes,
             "try {t}: the ICE pair carried the transfer ({sent} bytes sent): {r}"
         );
-        assert_eq!(r["up_bytes"], BYTES);
-        assert_eq!(r["down_bytes"], BYTES);
+        assert_eq!(r["up_bytes"], bytes);
+        assert_eq!(r["down_bytes"], bytes);
         assert_eq!(
             r["up_sha256_peer_received"], up_hash,
             "try {t}: page 0 got page 1's bytes"
@@ -349,8 +329,8 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
     }
     let upgrades = setup_ms.len();
     assert!(
-        upgrades >= UPGRADES,
-        "{upgrades} direct upgrades in {tries} tries ({UPGRADES} wanted); failed dials: {failed:?}"
+        upgrades >= wanted,
+        "{upgrades} direct upgrades in {tries} tries ({wanted} wanted); failed dials: {failed:?}"
     );
     let served = of(&lines, "transfer");
     assert_eq!(
@@ -386,8 +366,14 @@ async fn two_browsers_meet_through_the_relay_over_ws_and_upgrade_to_direct_webrt
         percentile(&setup_ms, 0.5),
         setup_ms[setup_ms.len() - 1],
         per_upgrade as f64 / 1000.0,
-        BYTES / MIB,
+        bytes / MIB,
     );
-    eprintln!("\nbrowser → browser WebRTC through the relay over /ws:\n\n{table}");
+    eprintln!("\nbrowser → browser WebRTC through the relay over {label}:\n\n{table}");
+    row.pass(format!(
+        "{upgrades}/{tries} direct, set-up p50 {:.0} ms, relay carried {:.1} kB per upgrade, {} MiB each way hash-checked",
+        percentile(&setup_ms, 0.5),
+        per_upgrade as f64 / 1000.0,
+        bytes / MIB
+    ));
     drop(relay);
 }

@@ -42,8 +42,15 @@ const DIST = join(HERE, 'dist')
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 let browser = null
+// Pages whose libp2p node may be running: stopped on the way out, so that the relay sees their
+// connections close rather than vanish (a vanished WebRTC-direct peer keeps its reservation).
+const openPages = []
 let server = null
 async function cleanup () {
+  await Promise.race([
+    Promise.allSettled(openPages.map(page => page.evaluate(() => window.macula?.stop()))),
+    new Promise(resolve => setTimeout(resolve, 5000))
+  ])
   await Promise.race([
     Promise.allSettled([browser?.close(), new Promise(resolve => server?.close(resolve) ?? resolve())]),
     new Promise(resolve => setTimeout(resolve, 5000))
@@ -139,6 +146,7 @@ for (let i = 0; i < args.pages; i++) {
   await page.goto(`${origin}/index.html`)
   await page.waitForFunction(() => window.macula?.ready === true, null, { timeout: 30000 })
   pages.push(page)
+  openPages.push(page)
 }
 
 async function call (i, method, opts) {

@@ -230,6 +230,13 @@ impl NatPeer {
     /// Reserves on `relay` (connected already); returns the circuit addresses the reservation
     /// gave (the relay's addresses, as the relay announced them, with `/p2p-circuit`).
     pub async fn reserve(&mut self, relay: &Multiaddr) -> Vec<Multiaddr> {
+        self.try_reserve(relay)
+            .await
+            .unwrap_or_else(|why| panic!("reservation failed: {why}"))
+    }
+
+    /// [`reserve`](Self::reserve), or why the relay refused.
+    pub async fn try_reserve(&mut self, relay: &Multiaddr) -> Result<Vec<Multiaddr>, String> {
         let circuit = relay.clone().with(Protocol::P2pCircuit);
         self.task
             .with(move |s| s.listen_on(circuit))
@@ -245,11 +252,11 @@ impl NatPeer {
             {
                 PeerEvent::Reserved => reserved = true,
                 PeerEvent::ListenAddr(a) if is_relayed(&a) => addrs.push(a),
-                PeerEvent::ReservationFailed(why) => panic!("reservation failed: {why}"),
+                PeerEvent::ReservationFailed(why) => return Err(why),
                 _ => {}
             }
         }
-        addrs
+        Ok(addrs)
     }
 
     /// Dials `circuit` (a circuit address ending in `/p2p/<target>`) and waits for the relayed

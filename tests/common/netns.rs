@@ -140,6 +140,24 @@ impl Lab {
         }
     }
 
+    /// A namespace named `name` whose only non-loopback interface is a veth (`eth0`, address
+    /// `addr`/24) to a gateway namespace (`gw0`, `gateway`/24), with a default route through it:
+    /// where Chromium and webrtc-rs gather their ICE host candidates (they skip loopback).
+    pub fn host_with_default_route(&mut self, name: &str, addr: &str, gateway: &str) -> String {
+        let ns = self.namespace(name);
+        let gw = self.namespace(&format!("{name}-gw"));
+        self.link(
+            &ns,
+            "eth0",
+            &[&format!("{addr}/24")],
+            &gw,
+            "gw0",
+            &[&format!("{gateway}/24")],
+        );
+        self.route(&ns, "default", gateway);
+        ns
+    }
+
     /// Adds an address to `ns`'s loopback (a host address, e.g. `198.18.0.1/32`).
     pub fn loopback_addr(&self, ns: &str, addr: &str) {
         let family = if addr.contains(':') { "-6" } else { "-4" };

@@ -8,13 +8,13 @@
 // <relay>/p2p-circuit/webrtc/p2p/<id>: SDP and ICE go over a relayed stream,
 // the connection itself is direct browser to browser. Events it did not ask for (inbound transfers, reservation
 // changes) go to window.maculaEmit, which the driver exposes.
-import { peerConnections, selectedPair } from './rtc-spy.js'
+import { connectedSince, peerConnections, selectedPair } from './rtc-spy.js'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { identify } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { webRTC } from '@libp2p/webrtc'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -52,8 +52,8 @@ function limitsSnapshot (conn) {
 const round = (x) => Math.round(x * 1000) / 1000
 
 /**
- * Starts the node and reserves on `relay` (a ws / wss multiaddr ending in
- * /p2p/<relay id>). `allowInsecureLoopback`: js-libp2p's browser connection
+ * Starts the node and reserves on `relay` (a ws / wss or webrtc-direct
+ * multiaddr ending in /p2p/<relay id>; WebRTC-direct needs no certificate). `allowInsecureLoopback`: js-libp2p's browser connection
  * gater refuses plain `ws://` and private addresses by default; the loopback
  * tests turn that off (a public relay behind `wss://` on a domain needs no
  * such setting).
@@ -64,12 +64,19 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
   const relayId = relayAddr.getComponents().findLast(c => c.name === 'p2p')?.value
   if (relayId == null) throw new Error('relay multiaddr must end in /p2p/<relay peer id>')
   const relayPeer = peerIdFromString(relayId)
+  const direct = relayAddr.getComponents().some(c => c.name === 'webrtc-direct')
 
   node = await createLibp2p({
     addresses: { listen: [] },
     transports: [
       webSockets(),
-      circuitRelayTransport({ reservationCompletionTimeout: reserveTimeoutMs }),
+      ...(direct ? [webRTCDirect({ rtcConfiguration: { iceServers: [] } })] : []),
+      circuitRelayTransport({
+        reservationCompletionTimeout: reserveTimeoutMs,
+        // reserve on the relay given, never on relays found through identify (over
+        // WebRTC-direct the page connects before it reserves: see below)
+        ...(direct ? { discoveryFilter: { has: () => true, add: () => {} } } : {})
+      }),
       // no ICE servers: host candidates only, nothing tries a public STUN server
       ...(webrtc ? [webRTC({ rtcConfiguration: { iceServers: [] } })] : [])
     ],
@@ -113,6 +120,23 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
   })
 
   const t0 = performance.now()
+  if (direct) {
+    // Over WebRTC-direct, connect first and reserve once identify ran with the relay (at most
+    // 2 s): a data channel the browser opens in the first milliseconds after the handshake can
+    // be lost (libp2p-webrtc 0.10 registers its handler for incoming data channels only after
+    // the Noise handshake), and a lost reservation request times out after 10 s.
+    const identified = new Promise(resolve => {
+      const done = (evt) => {
+        if (evt.detail.peerId.equals(relayPeer)) {
+          node.removeEventListener('peer:identify', done)
+          resolve()
+        }
+      }
+      node.addEventListener('peer:identify', done)
+    })
+    await node.dial(relayAddr)
+    await Promise.race([identified, new Promise(resolve => setTimeout(resolve, 2000))])
+  }
   await node.components.transportManager.listen([relayAddr.encapsulate('/p2p-circuit')])
   const reserveMs = performance.now() - t0
   let circuitAddrs = []
@@ -184,8 +208,8 @@ async function dialWebRTC ({ target, up, down, timeoutMs = 60000 }) {
   // The dialer's connection keeps the address it dialed (<relay>/p2p-circuit/webrtc/p2p/<id>):
   // what makes it direct is the transport after the circuit (webrtc), no relay limits, and an
   // ICE candidate pair Chromium selected for the peer connection it made for this dial.
-  const pcs = peerConnections.filter(pc => !known.has(pc) && pc.connectionState === 'connected')
-  const ice = pcs.length > 0 ? await selectedPair(pcs[pcs.length - 1]) : null
+  const pc = await connectedSince(known, 10000)
+  const ice = pc != null ? await selectedPair(pc) : null
   const afterCircuit = remoteAddr.split('/p2p-circuit').pop()
   const direct = afterCircuit.startsWith('/webrtc') && conn.limits == null && ice?.state === 'succeeded'
   const base = {
@@ -203,7 +227,7 @@ async function dialWebRTC ({ target, up, down, timeoutMs = 60000 }) {
     const t1 = performance.now()
     const result = await runDialer(stream, { up, down, signal })
     // the transfer went over the selected pair: its counters include the bytes moved
-    const after = await selectedPair(pcs[pcs.length - 1]).catch(() => null)
+    const after = await selectedPair(pc).catch(() => null)
     return { ...base, ...result, elapsed_ms: round(performance.now() - t1), ice_after: after }
   } finally {
     await node.hangUp(conn.remotePeer, { signal: AbortSignal.timeout(10000) }).catch(() => {})

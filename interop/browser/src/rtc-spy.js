@@ -32,3 +32,20 @@ export async function selectedPair (pc) {
   }
   return { state: pair.state, local: describe(pair.localCandidateId), remote: describe(pair.remoteCandidateId), bytes_sent: pair.bytesSent, bytes_received: pair.bytesReceived }
 }
+
+/**
+ * The newest peer connection created since `known` (a Set of older ones) that is connected,
+ * waiting up to `ms` for one: js-libp2p returns the connection as soon as its data channel is
+ * open, and Chromium may update `connectionState` a little later. Null when none connects.
+ */
+export async function connectedSince (known, ms) {
+  const deadline = performance.now() + ms
+  for (;;) {
+    const fresh = peerConnections.filter(pc => !known.has(pc))
+    const connected = fresh.filter(pc => pc.connectionState === 'connected')
+    if (connected.length > 0) return connected[connected.length - 1]
+    const settled = fresh.every(pc => pc.connectionState === 'closed' || pc.connectionState === 'failed')
+    if (settled || performance.now() > deadline) return null
+    await new Promise(resolve => setTimeout(resolve, 25))
+  }
+}

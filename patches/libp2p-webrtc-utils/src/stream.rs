@@ -63,6 +63,15 @@ pub struct Stream<T> {
     io: FramedDc<T>,
     state: State,
     read_buffer: Bytes,
+    /// A `FIN` arrived and its `FIN_ACK` is not sent yet (libp2p/specs webrtc: "If a `FIN` flag
+    /// is received the node SHOULD respond with a `FIN_ACK`").
+    fin_ack_owed: bool,
+    /// Whether the remote's `FIN` (or `RESET`) arrived: if not when the stream is dropped after a
+    /// graceful close, the [`DropListener`] waits for it to acknowledge it.
+    remote_done: bool,
+    /// Whether our write half was closed gracefully (`FIN` sent): the [`DropListener`] learns
+    /// it when the stream is dropped, not before, so that it never reads while we do.
+    closed_gracefully: bool,
     /// Dropping this will close the oneshot and notify the receiver by emitting `Canceled`.
     drop_notifier: Option<oneshot::Sender<GracefullyClosed>>,
 }
@@ -76,13 +85,19 @@ where
     pub fn new(data_channel: T) -> (Self, DropListener<T>) {
         let (sender, receiver) = oneshot::channel();
 
+        // The stream reads every message, so it keeps the handle as configured by the caller (a
+        // clone may not keep its read buffer capacity: webrtc-data's `PollDataChannel` resets it
+        // to 8 KiB, too small for a 16 KiB message); the listener gets the clone.
+        let listener = DropListener::new(framed_dc::new(data_channel.clone()), receiver);
         let stream = Self {
-            io: framed_dc::new(data_channel.clone()),
+            io: framed_dc::new(data_channel),
             state: State::Open,
             read_buffer: Bytes::default(),
+            fin_ack_owed: false,
+            remote_done: false,
+            closed_gracefully: false,
             drop_notifier: Some(sender),
         };
-        let listener = DropListener::new(framed_dc::new(data_channel), receiver);
 
         (stream, listener)
     }
@@ -115,6 +130,41 @@ where
     }
 }
 
+impl<T> Stream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Sends the `FIN_ACK` owed for a received `FIN`, if any, and flushes it.
+    fn poll_send_fin_ack(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.fin_ack_owed {
+            ready!(self.io.poll_ready_unpin(cx))?;
+            self.io.start_send_unpin(Message {
+                flag: Some(Flag::FinAck as i32),
+                message: None,
+            })?;
+            self.fin_ack_owed = false;
+            ready!(self.io.poll_flush_unpin(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Applies a flag the remote sent; a `FIN` is owed a `FIN_ACK`.
+    fn on_inbound_flag(&mut self, flag: Flag) {
+        self.state.handle_inbound_flag(flag, &mut self.read_buffer);
+        match flag {
+            Flag::Fin => {
+                self.fin_ack_owed = true;
+                self.remote_done = true;
+            }
+            Flag::Reset => {
+                self.fin_ack_owed = false;
+                self.remote_done = true;
+            }
+            Flag::StopSending | Flag::FinAck => {}
+        }
+    }
+}
+
 impl<T> AsyncRead for Stream<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -135,23 +185,21 @@ where
                 return Poll::Ready(Ok(n));
             }
 
-            let Self {
-                read_buffer,
-                io,
-                state,
-                ..
-            } = &mut *self;
-
-            match ready!(io_poll_next(io, cx))? {
+            match ready!(io_poll_next(&mut self.io, cx))? {
+                // Acknowledges our `FIN`: nothing for the reader.
+                Some((Some(Flag::FinAck), None)) => continue,
                 Some((flag, message)) => {
                     if let Some(flag) = flag {
-                        state.handle_inbound_flag(flag, read_buffer);
+                        self.on_inbound_flag(flag);
+                        // Sent now if the channel takes it, else by the next write, flush or
+                        // close: the read side may have ended, so no read will come back here.
+                        let _ = self.poll_send_fin_ack(cx)?;
                     }
 
-                    debug_assert!(read_buffer.is_empty());
+                    debug_assert!(self.read_buffer.is_empty());
                     match message {
                         Some(msg) if !msg.is_empty() => {
-                            *read_buffer = msg.into();
+                            self.read_buffer = msg.into();
                         }
                         _ => {
                             tracing::debug!("poll_read buffer is empty, received None");
@@ -160,7 +208,11 @@ where
                     }
                 }
                 None => {
+                    let Self {
+                        read_buffer, state, ..
+                    } = &mut *self;
                     state.handle_inbound_flag(Flag::Fin, read_buffer);
+                    self.remote_done = true;
                     return Poll::Ready(Ok(0));
                 }
             }
@@ -182,25 +234,19 @@ where
             // will poll the underlying I/O resource once more. Is that allowed? How
             // about introducing a state IoReadClosed?
 
-            let Self {
-                read_buffer,
-                io,
-                state,
-                ..
-            } = &mut *self;
-
-            match io_poll_next(io, cx)? {
+            match io_poll_next(&mut self.io, cx)? {
                 Poll::Ready(Some((Some(flag), message))) => {
                     // Read side is closed. Discard any incoming messages.
                     drop(message);
                     // But still handle flags, e.g. a `Flag::StopSending`.
-                    state.handle_inbound_flag(flag, read_buffer)
+                    self.on_inbound_flag(flag);
                 }
                 Poll::Ready(Some((None, message))) => drop(message),
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
 
+        ready!(self.poll_send_fin_ack(cx))?;
         self.state.write_barrier()?;
 
         ready!(self.io.poll_ready_unpin(cx))?;
@@ -216,10 +262,12 @@ where
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_fin_ack(cx))?;
         self.io.poll_flush_unpin(cx).map_err(Into::into)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_fin_ack(cx))?;
         loop {
             match self.state.close_write_barrier()? {
                 Some(Closing::Requested) => {
@@ -237,16 +285,23 @@ where
                     ready!(self.io.poll_flush_unpin(cx))?;
 
                     self.state.write_closed();
-                    let _ = self
-                        .drop_notifier
-                        .take()
-                        .expect("to not close twice")
-                        .send(GracefullyClosed {});
+                    self.closed_gracefully = true;
 
                     return Poll::Ready(Ok(()));
                 }
                 None => return Poll::Ready(Ok(())),
             }
+        }
+    }
+}
+
+impl<T> Drop for Stream<T> {
+    fn drop(&mut self) {
+        // Without a graceful close, dropping the sender makes the listener send `RESET`.
+        if let (true, Some(notifier)) = (self.closed_gracefully, self.drop_notifier.take()) {
+            let _ = notifier.send(GracefullyClosed {
+                remote_done: self.remote_done,
+            });
         }
     }
 }

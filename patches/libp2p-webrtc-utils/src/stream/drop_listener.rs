@@ -26,7 +26,7 @@ use std::{
 };
 
 use futures::{
-    AsyncRead, AsyncWrite, FutureExt, SinkExt,
+    AsyncRead, AsyncWrite, FutureExt, SinkExt, StreamExt,
     channel::{oneshot, oneshot::Canceled},
 };
 
@@ -54,6 +54,15 @@ enum State<T> {
         stream: FramedDc<T>,
         receiver: oneshot::Receiver<GracefullyClosed>,
     },
+    /// The stream was closed gracefully before the remote's `FIN` arrived: read (and discard)
+    /// until it does, to acknowledge it.
+    AwaitingFin {
+        stream: FramedDc<T>,
+    },
+    /// The remote's `FIN` arrived after the stream was dropped: we are sending its `FIN_ACK`.
+    SendingFinAck {
+        stream: FramedDc<T>,
+    },
     /// The stream got dropped and we are sending a reset flag.
     SendingReset {
         stream: FramedDc<T>,
@@ -80,8 +89,12 @@ where
                     stream,
                     mut receiver,
                 } => match receiver.poll_unpin(cx) {
-                    Poll::Ready(Ok(GracefullyClosed {})) => {
+                    Poll::Ready(Ok(GracefullyClosed { remote_done: true })) => {
                         return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Ok(GracefullyClosed { remote_done: false })) => {
+                        *state = State::AwaitingFin { stream };
+                        continue;
                     }
                     Poll::Ready(Err(Canceled)) => {
                         tracing::info!("Stream dropped without graceful close, sending Reset");
@@ -90,6 +103,38 @@ where
                     }
                     Poll::Pending => {
                         *state = State::Idle { stream, receiver };
+                        return Poll::Pending;
+                    }
+                },
+                State::AwaitingFin { mut stream } => match stream.poll_next_unpin(cx)? {
+                    Poll::Ready(Some(Message { flag, .. })) if flag == Some(Flag::Fin as i32) => {
+                        *state = State::SendingFinAck { stream };
+                        continue;
+                    }
+                    Poll::Ready(Some(Message { flag, .. })) if flag == Some(Flag::Reset as i32) => {
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Some(_)) => {
+                        *state = State::AwaitingFin { stream };
+                        continue;
+                    }
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Pending => {
+                        *state = State::AwaitingFin { stream };
+                        return Poll::Pending;
+                    }
+                },
+                State::SendingFinAck { mut stream } => match stream.poll_ready_unpin(cx)? {
+                    Poll::Ready(()) => {
+                        stream.start_send_unpin(Message {
+                            flag: Some(Flag::FinAck as i32),
+                            message: None,
+                        })?;
+                        *state = State::Flushing { stream };
+                        continue;
+                    }
+                    Poll::Pending => {
+                        *state = State::SendingFinAck { stream };
                         return Poll::Pending;
                     }
                 },
@@ -123,4 +168,8 @@ where
 }
 
 /// Indicates that our stream got gracefully closed.
-pub struct GracefullyClosed {}
+pub struct GracefullyClosed {
+    /// Whether the remote's `FIN` (or `RESET`) had arrived; if not, the listener acknowledges
+    /// the `FIN` when it comes.
+    pub(crate) remote_done: bool,
+}

@@ -23,7 +23,7 @@ use futures::{AsyncRead, AsyncWrite};
 
 use crate::{
     proto::Message,
-    stream::{MAX_DATA_LEN, MAX_MSG_LEN, VARINT_LEN},
+    stream::{MAX_MSG_LEN, VARINT_LEN},
 };
 
 pub(crate) type FramedDc<T> = Framed<T, prost_codec::Codec<Message>>;
@@ -32,9 +32,11 @@ where
     T: AsyncRead + AsyncWrite,
 {
     let mut framed = Framed::new(inner, codec());
-    // If not set, `Framed` buffers up to 131kB of data before sending, which leads to "outbound
-    // packet larger than maximum message size" error in webrtc-rs.
-    framed.set_send_high_water_mark(MAX_DATA_LEN);
+    // Every write to the data channel is one SCTP message, which must fit the SDP's
+    // `max-message-size` (16 KiB): take a frame only into an empty buffer, so that a flush never
+    // sends a partly filled buffer and a full frame as one message ("outbound packet larger than
+    // maximum message size" in webrtc-rs).
+    framed.set_send_high_water_mark(1);
     framed
 }
 
