@@ -218,8 +218,10 @@ async fn a_browser_reserves_over_webrtc_direct_and_node_and_rust_peers_reach_it(
     .await;
     let ready = ready.unwrap_or_else(|e| panic!("the browser did not reserve: {e}"));
     let (browser_peer, reserve_ms) = check_ready(&ready[0], &site.webrtc_direct);
+    let connect_ms = ready[0]["connect_ms"].as_f64().unwrap_or(0.0);
     reserve.pass(format!(
-        "RESERVE over WebRTC-direct in {reserve_ms:.0} ms; circuit address through it announced"
+        "connected (DTLS, Noise, identify) in {connect_ms:.0} ms, then RESERVE in \
+         {reserve_ms:.0} ms; circuit address through it announced"
     ));
 
     let mut from_node = Row::new(

@@ -119,7 +119,8 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
     emit({ event: 'connection_close', remote_peer: c.remotePeer.toString(), remote_addr: c.remoteAddr.toString(), direction: c.direction, status: c.status ?? null })
   })
 
-  const t0 = performance.now()
+  let t0 = performance.now()
+  let connectMs = null
   if (direct) {
     // Over WebRTC-direct, connect first and reserve once identify ran with the relay (at most
     // 2 s): a data channel the browser opens in the first milliseconds after the handshake can
@@ -136,6 +137,8 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
     })
     await node.dial(relayAddr)
     await Promise.race([identified, new Promise(resolve => setTimeout(resolve, 2000))])
+    connectMs = performance.now() - t0
+    t0 = performance.now()
   }
   await node.components.transportManager.listen([relayAddr.encapsulate('/p2p-circuit')])
   const reserveMs = performance.now() - t0
@@ -162,6 +165,8 @@ async function start ({ relay, allowInsecureLoopback = true, reserveTimeoutMs = 
     circuit_addrs: circuitAddrs,
     webrtc_addrs: webrtcAddrs,
     reserve_ms: round(reserveMs),
+    // over WebRTC-direct: connecting and waiting for identify, before reserve_ms
+    connect_ms: connectMs == null ? null : round(connectMs),
     user_agent: navigator.userAgent
   }
 }
