@@ -47,7 +47,7 @@ const EXPECTED = {
   dcutr: { file: 'tests/dcutr.rs', ids: ['dcutr-01'] },
   browser: { file: 'tests/browser.rs', ids: ['br-01', 'br-02', 'br-03', 'br-04', 'br-05', 'br-06', 'br-07'] },
   browser_webrtc: { file: 'tests/browser_webrtc.rs', ids: ['bw-01', 'bw-02'] },
-  webrtc_direct: { file: 'tests/browser_webrtc_direct.rs', ids: ['wd-01', 'wd-02', 'wd-03', 'wd-04'] }
+  webrtc_direct: { file: 'tests/browser_webrtc_direct.rs', ids: ['wd-01', 'wd-02', 'wd-03', 'wd-04', 'wd-05'] }
 }
 // Suites in the order they appear.
 const SUITES = Object.keys(EXPECTED)

@@ -73,14 +73,14 @@ pub mod fuzz;
 mod handler;
 #[cfg(feature = "node")]
 pub mod node;
-#[cfg(feature = "node")]
-pub mod ping_watchdog;
 mod protocol;
 #[cfg(feature = "registry")]
 pub mod registry;
 #[cfg(feature = "node")]
 mod secure_websocket;
 mod session;
+#[cfg(feature = "node")]
+pub mod stream_liveness;
 mod throttle;
 #[cfg(feature = "webrtc")]
 pub mod webrtc_direct;

@@ -34,10 +34,11 @@ const PING_STREAM_NEGOTIATION: Duration = Duration::from_secs(10);
 /// ping reports the second failure in a row (the first is forgiven): the first comes
 /// [`PING_INTERVAL`] + [`PING_TIMEOUT`] after the last answer, the second one interval later
 /// plus the time a new ping stream may take to negotiate. The runner closes a connection whose
-/// ping fails, and, with a [`PingWatchdog`](crate::ping_watchdog::PingWatchdog), one whose
-/// peer answered no ping for this bound less one interval (WebRTC-direct connections, whose new
-/// streams stall rather than fail when the browser is gone); a swarm owner driving the node's
-/// swarm itself should do the same on [`RelayNodeEvent::Ping`] events.
+/// ping fails; a swarm owner driving the node's swarm itself should do the same on
+/// [`RelayNodeEvent::Ping`] timeouts. WebRTC-direct connections, whose new streams stall rather
+/// than fail when the peer is gone, are closed by [`RelayNodeBehaviour::liveness`] within
+/// [`PROBE_INTERVAL`](crate::stream_liveness::PROBE_INTERVAL) +
+/// [`PROBE_TIMEOUT`](crate::stream_liveness::PROBE_TIMEOUT).
 pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(
     2 * PING_INTERVAL.as_secs() + PING_TIMEOUT.as_secs() + PING_STREAM_NEGOTIATION.as_secs(),
 );
@@ -62,6 +63,8 @@ pub struct RelayNodeBehaviour {
     pub relay: Behaviour,
     /// Identify.
     pub identify: identify::Behaviour,
+    /// Closes WebRTC-direct connections whose peer stopped answering.
+    pub liveness: crate::stream_liveness::Behaviour,
     /// Ping.
     pub ping: ping::Behaviour,
     /// AutoNAT v2 client: tests the node's candidate external addresses (from identify's
@@ -561,6 +564,7 @@ impl RelayNodeBuilder {
                     .with_hide_listen_addrs(!config.allow_private_addrs()),
             ),
             relay: Behaviour::new(key.clone(), config),
+            liveness: Default::default(),
             ping: ping::Behaviour::new(
                 ping::Config::new()
                     .with_interval(PING_INTERVAL)

@@ -24,9 +24,7 @@ use crate::{
     admin::{AdminError, AdminRequest, AdminServer, NodeQuery},
     load_or_create_keypair,
     metrics::Metrics,
-    node::{DEAD_PEER_BOUND, PING_INTERVAL},
     node_config::{Identity, NodeConfig, NodeConfigError, NodeSettings},
-    ping_watchdog::PingWatchdog,
     CloseReason, Event, NodeError, RelayNodeBehaviour, RelayNodeBuilder, RelayNodeEvent,
     ReservationEndReason, WebsocketTls,
 };
@@ -35,8 +33,6 @@ use crate::{
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often a draining node checks whether its sessions are gone.
 const DRAIN_CHECK: Duration = Duration::from_millis(200);
-/// How often the ping watchdog looks for silent connections.
-const WATCHDOG_CHECK: Duration = Duration::from_secs(1);
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -204,12 +200,7 @@ pub async fn run_reloadable(
     let mut stop = stop.fuse();
     let mut drain: Option<Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
-    // Closes connections whose peer stopped answering pings without the ping failing (a
-    // transport whose new streams stall, as WebRTC-direct's do when a browser vanishes): the
-    // last answer is at most one interval before the peer vanished, so this stays within
-    // `DEAD_PEER_BOUND` of it.
-    let mut watchdog = PingWatchdog::new(DEAD_PEER_BOUND - PING_INTERVAL);
-    let mut watchdog_check = tokio::time::interval(WATCHDOG_CHECK);
+
     let mut health_beat = tokio::time::interval(crate::admin::HEALTH_REPORT_INTERVAL);
     // Serving from here on: /healthz says so before the first address is printed.
     let report_health = |admin: &Option<AdminServer>,
@@ -231,9 +222,7 @@ pub async fn run_reloadable(
         tokio::select! {
             event = swarm.select_next_some() => {
             libp2p_metrics.record(&event);
-            if let SwarmEvent::ConnectionClosed { connection_id, .. } = &event {
-                watchdog.on_connection_closed(*connection_id);
-            }
+
             match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
                     on_listen(&address.clone().with(Protocol::P2p(peer_id)));
@@ -246,7 +235,6 @@ pub async fn run_reloadable(
                 }
                 SwarmEvent::Behaviour(RelayNodeEvent::Ping(event)) => {
                     libp2p_metrics.record(&event);
-                    watchdog.on_ping(&event, Instant::now());
                     if let ping::Event {
                         peer,
                         connection,
@@ -319,16 +307,7 @@ pub async fn run_reloadable(
                 drain = Some(Drain::start(&mut swarm, node.config.drain_timeout));
             }
             _ = check.tick(), if drain.is_some() => {}
-            _ = watchdog_check.tick(), if !watchdog.is_empty() => {
-                for connection in watchdog.overdue(Instant::now()) {
-                    tracing::debug!(
-                        ?connection,
-                        "no ping answered for {:?}: closing the connection",
-                        DEAD_PEER_BOUND - PING_INTERVAL
-                    );
-                    swarm.close_connection(connection);
-                }
-            }
+
             _ = health_beat.tick(), if admin.is_some() || metrics_server.is_some() => {}
         }
         report_health(

@@ -4,8 +4,9 @@
 //! (`…/webrtc-direct/certhash/<hash>/p2p/<relay>`), reserves through it, and is reached through
 //! the relay by a Node js-libp2p peer and a stock rust-libp2p peer (TCP), hash-checked, 1 MiB
 //! each way: 16 KiB messages both ways, more than the relay's writes may coalesce into one data
-//! channel message (the three stream fixes of `patches/libp2p-webrtc-utils`). The per-origin caps hold
-//! WebRTC-direct clients as they hold TCP ones.
+//! channel message (the three stream fixes of `patches/libp2p-webrtc-utils`). The per-origin
+//! caps hold WebRTC-direct clients as they hold TCP ones, and a browser whose packets stop loses
+//! its reservation within the dead-peer bound.
 //!
 //! Both Chromium and libp2p-webrtc's server gather ICE candidates only on non-loopback
 //! interfaces, so the relay, Chromium and the peers run inside a network namespace with a veth
@@ -45,7 +46,7 @@ use common::{
 };
 use interop::{js_source_transfer, rust_versions, size, Js, Row, LINE_WAIT, READY_WAIT};
 use libp2p::{core::multiaddr::Protocol, Multiaddr};
-use macula_relay::node::is_webrtc_direct;
+use macula_relay::node::{is_webrtc_direct, DEAD_PEER_BOUND};
 use serde_json::Value;
 
 const SUITE: &str = "webrtc_direct";
@@ -378,4 +379,86 @@ fn check_refused(outcome: Result<Vec<Value>, Value>, who: &str) {
             .is_some_and(|m| m.contains("reservation failed with status RESERVATION_REFUSED")),
         "{who} is refused with RESERVATION_REFUSED: {refused}"
     );
+}
+
+/// A browser reserved over WebRTC-direct whose packets stop (a lost network, a closed laptop:
+/// nothing says goodbye) loses its reservation within the dead-peer bound: the relay's probe
+/// finds the connection silent and closes it, although libp2p-webrtc never reports the failed
+/// ICE and js-libp2p does not answer pings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(macula_interop),
+    ignore = "needs root, Chromium and the js-libp2p peers: run `bash scripts/test.sh` (or `MACULA_REQUIRE_INTEROP=1 cargo test`)"
+)]
+async fn a_browser_whose_packets_stop_loses_its_reservation_within_the_dead_peer_bound() {
+    let Some(site) = Site::start(&[]) else {
+        return;
+    };
+    let browser = Browser::get();
+    let _one = BROWSER.lock().await;
+    let mut row = Row::new(
+        SUITE,
+        "wd-05",
+        "js-libp2p (Chromium)",
+        &browser.versions(),
+        "a browser whose packets stop loses its reservation within the dead-peer bound",
+    );
+    row.step("the browser reserves over WebRTC-direct");
+    let hold = (DEAD_PEER_BOUND + RELEASE_WAIT).as_secs().to_string();
+    let (mut driver, ready) = ready_pages(
+        || {
+            browser.driver_in(
+                &site.ns,
+                "browser",
+                &site.webrtc_direct,
+                DRIVER_TIMEOUT,
+                &["--hold", &hold],
+            )
+        },
+        1,
+        &mut row,
+    )
+    .await;
+    ready.unwrap_or_else(|e| panic!("the browser did not reserve: {e}"));
+    site.until_reservations(1).await;
+
+    row.step("every packet to or from the relay's UDP port dropped");
+    let port = site
+        .webrtc_direct
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Udp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a UDP port in the WebRTC-direct address");
+    site.lab.nft(
+        &site.ns,
+        &format!(
+            "table inet lost {{\n chain out {{\n  type filter hook output priority 0;\n  \
+             udp sport {port} drop\n  udp dport {port} drop\n }}\n}}\n"
+        ),
+    );
+    let cut = Instant::now();
+    let deadline = cut + DEAD_PEER_BOUND + RELEASE_WAIT;
+    while site.stats()["reservations"].as_u64() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the dead browser's reservation was not freed within {:?}: {}",
+            DEAD_PEER_BOUND + RELEASE_WAIT,
+            site.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let freed = cut.elapsed();
+    assert!(
+        freed <= DEAD_PEER_BOUND + Duration::from_secs(2),
+        "freed after {freed:?}, past the dead-peer bound {DEAD_PEER_BOUND:?}"
+    );
+    row.pass(format!(
+        "reservation freed {:.1} s after the packets stopped (bound {} s)",
+        freed.as_secs_f64(),
+        DEAD_PEER_BOUND.as_secs()
+    ));
+    driver.finish(DRIVER_TIMEOUT).await;
+    drop(site);
 }

@@ -14,7 +14,7 @@
 // usage: driver.mjs --relay /ip4/127.0.0.1/tcp/P/ws/p2p/RELAY [--pages N]
 //          [--dial CIRCUIT] [--b2b] [--inbound N] [--up BYTES] [--down BYTES]
 //          [--b2b-webrtc [--tries N] [--upgrades N] [--bytes BYTES]]
-//          [--timeout SECONDS] [--ignore-certificate-errors] [--chromium PATH]
+//          [--timeout SECONDS] [--hold SECONDS] [--ignore-certificate-errors] [--chromium PATH]
 //
 //   --pages N      browser pages (tabs), each its own libp2p node reserving on
 //                  the relay (default 1; --b2b needs 2)
@@ -62,8 +62,8 @@ async function fail (code, message, exitCode = 2, extra = {}) {
   process.exit(exitCode)
 }
 
-const USAGE = 'usage: driver.mjs --relay MULTIADDR [--pages N] [--dial CIRCUIT] [--b2b] [--b2b-webrtc] [--tries N] [--upgrades N] [--bytes B] [--inbound N] [--up B] [--down B] [--timeout S] [--ignore-certificate-errors] [--chromium PATH]'
-const args = { relay: null, pages: 1, dial: null, b2b: false, 'b2b-webrtc': false, tries: 10, upgrades: -1, bytes: 16 << 20, inbound: 0, up: 1 << 20, down: 1 << 20, timeout: 120, 'ignore-certificate-errors': false, chromium: process.env.CHROMIUM ?? '/usr/bin/chromium' }
+const USAGE = 'usage: driver.mjs --relay MULTIADDR [--pages N] [--dial CIRCUIT] [--b2b] [--b2b-webrtc] [--tries N] [--upgrades N] [--bytes B] [--inbound N] [--up B] [--down B] [--timeout S] [--hold S] [--ignore-certificate-errors] [--chromium PATH]'
+const args = { relay: null, pages: 1, dial: null, b2b: false, 'b2b-webrtc': false, tries: 10, upgrades: -1, bytes: 16 << 20, inbound: 0, up: 1 << 20, down: 1 << 20, timeout: 120, hold: 0, 'ignore-certificate-errors': false, chromium: process.env.CHROMIUM ?? '/usr/bin/chromium' }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i].replace(/^--/, '')
@@ -76,7 +76,7 @@ if (args.relay == null) await fail('BAD_ARGS', `missing --relay\n${USAGE}`)
 const webrtc = args['b2b-webrtc']
 if ((args.b2b || webrtc) && args.pages < 2) args.pages = 2
 if (args.upgrades === -1) args.upgrades = args.tries
-for (const k of ['pages', 'inbound', 'up', 'down', 'timeout', 'tries', 'upgrades', 'bytes']) {
+for (const k of ['pages', 'inbound', 'up', 'down', 'timeout', 'hold', 'tries', 'upgrades', 'bytes']) {
   if (!Number.isSafeInteger(args[k]) || args[k] < 0) await fail('BAD_ARGS', `--${k}: not a non-negative integer`)
 }
 if (!existsSync(args.chromium)) await fail('NO_CHROMIUM', `${args.chromium} does not exist (Debian: apt-get install chromium)`, 4)
@@ -199,6 +199,8 @@ while (inbound[0] < args.inbound) {
   await new Promise(resolve => waiters.push(resolve))
 }
 
+// --hold: keep the pages (and their connections) as they are for a while before stopping
+if (args.hold > 0) await new Promise(resolve => setTimeout(resolve, args.hold * 1000))
 for (let i = 0; i < pages.length; i++) await call(i, 'stop')
 clearTimeout(timer)
 emit({ event: 'done' })
