@@ -44,7 +44,7 @@ use common::{
     netns::Lab,
     process::{relay_node_binary, RelayProcess},
 };
-use interop::{js_source_transfer, rust_versions, size, Js, Row, LINE_WAIT, READY_WAIT};
+use interop::{js_source_transfer, rust_versions, size, Js, Peer, Row, LINE_WAIT, READY_WAIT};
 use libp2p::{core::multiaddr::Protocol, Multiaddr};
 use macula_relay::node::{is_webrtc_direct, DEAD_PEER_BOUND};
 use serde_json::Value;
@@ -140,6 +140,11 @@ impl Site {
         })
     }
 
+    /// The browser driver inside the namespace, against the relay's WebRTC-direct address.
+    fn driver(&self, browser: &Browser, name: &str, extra: &[&str]) -> Peer {
+        browser.driver_in(&self.ns, name, &self.webrtc_direct, DRIVER_TIMEOUT, extra)
+    }
+
     /// The relay's stats (`ctl --json stats` inside the namespace).
     fn stats(&self) -> Value {
         let output = self.lab.exec(
@@ -204,15 +209,7 @@ async fn a_browser_reserves_over_webrtc_direct_and_node_and_rust_peers_reach_it(
     );
     reserve.step("starting the browser");
     let (mut driver, ready) = ready_pages(
-        || {
-            browser.driver_in(
-                &site.ns,
-                "browser",
-                &site.webrtc_direct,
-                DRIVER_TIMEOUT,
-                &["--inbound", "2"],
-            )
-        },
+        || site.driver(&browser, "browser", &["--inbound", "2"]),
         1,
         &mut reserve,
     )
@@ -319,20 +316,8 @@ async fn per_origin_caps_hold_webrtc_direct_clients_like_tcp_ones() {
     .await;
     rust.connect_relay(&site.tcp).await;
     rust.reserve(&site.tcp).await;
-    let (mut driver, ready) = ready_pages(
-        || {
-            browser.driver_in(
-                &site.ns,
-                "browser",
-                &site.webrtc_direct,
-                DRIVER_TIMEOUT,
-                &[],
-            )
-        },
-        1,
-        &mut row,
-    )
-    .await;
+    let (mut driver, ready) =
+        ready_pages(|| site.driver(&browser, "browser", &[]), 1, &mut row).await;
     check_refused(
         ready,
         "the browser, while a TCP client of its origin holds the reservation",
@@ -344,15 +329,7 @@ async fn per_origin_caps_hold_webrtc_direct_clients_like_tcp_ones() {
     drop(rust);
     site.until_reservations(0).await;
     let (mut driver, ready) = ready_pages(
-        || {
-            browser.driver_in(
-                &site.ns,
-                "browsers",
-                &site.webrtc_direct,
-                DRIVER_TIMEOUT,
-                &["--pages", "2"],
-            )
-        },
+        || site.driver(&browser, "browsers", &["--pages", "2"]),
         2,
         &mut row,
     )
@@ -406,15 +383,7 @@ async fn a_browser_whose_packets_stop_loses_its_reservation_within_the_dead_peer
     row.step("the browser reserves over WebRTC-direct");
     let hold = (DEAD_PEER_BOUND + RELEASE_WAIT).as_secs().to_string();
     let (mut driver, ready) = ready_pages(
-        || {
-            browser.driver_in(
-                &site.ns,
-                "browser",
-                &site.webrtc_direct,
-                DRIVER_TIMEOUT,
-                &["--hold", &hold],
-            )
-        },
+        || site.driver(&browser, "browser", &["--hold", &hold]),
         1,
         &mut row,
     )

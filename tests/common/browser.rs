@@ -3,7 +3,6 @@
 //! test binaries, which include it next to `interop.rs` (`#[path = "common/browser.rs"]`).
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -97,15 +96,7 @@ impl Browser {
     }
 
     fn package_version(&self, package: &str) -> String {
-        let path = self
-            .dir
-            .join("node_modules")
-            .join(package)
-            .join("package.json");
-        let text = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let json: Value = serde_json::from_str(&text).expect("package.json is JSON");
-        json["version"].as_str().expect("version field").to_owned()
+        interop::installed_version(&self.dir, package)
     }
 
     /// `Chromium 156.0.8078.79` (from `chromium --version`).

@@ -79,15 +79,7 @@ impl Js {
 
     /// Installed version of a package in `node_modules` (from its `package.json`).
     pub fn package_version(&self, package: &str) -> String {
-        let path = self
-            .dir
-            .join("node_modules")
-            .join(package)
-            .join("package.json");
-        let text = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let json: Value = serde_json::from_str(&text).expect("package.json is JSON");
-        json["version"].as_str().expect("version field").to_owned()
+        installed_version(&self.dir, package)
     }
 
     /// `js-libp2p <libp2p version>`, and the versions of the packages that matter, all read from
@@ -1054,4 +1046,13 @@ impl Drop for Row {
             self.write("fail");
         }
     }
+}
+
+/// Installed version of `package` in `dir/node_modules` (from its `package.json`).
+pub fn installed_version(dir: &Path, package: &str) -> String {
+    let path = dir.join("node_modules").join(package).join("package.json");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let json: Value = serde_json::from_str(&text).expect("package.json is JSON");
+    json["version"].as_str().expect("version field").to_owned()
 }
