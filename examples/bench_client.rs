@@ -1,11 +1,19 @@
 //! Benchmark helper: the client peers of `benches/relay_bench.rs`, as their own OS process.
 //!
-//! Every peer is an unmodified rust-libp2p 0.57 peer (its own identity and [`Swarm`]: TCP,
-//! noise, yamux with [`macula_relay::node::yamux_config`], `relay::client`, `libp2p-stream`);
-//! one process runs many of them on a 2-thread tokio runtime. Each peer's TCP connections leave
-//! from its own loopback address in 127.1.0.0 - 127.250.255.255 (the relay sees distinct hosts,
-//! as it would in a deployment, and js-libp2p's per-host inbound connection limit of 5/s does
-//! not serialize the set-up). Without `--relay` the peers connect directly (the baseline).
+//! Every peer is an unmodified rust-libp2p 0.57 peer (its own identity and [`Swarm`]: TCP +
+//! noise + yamux with [`macula_relay::node::yamux_config`], QUIC, `relay::client`,
+//! `libp2p-stream`); one process runs many of them on a 2-thread tokio runtime. Each peer's TCP
+//! connections leave from its own loopback address in 127.1.0.0 - 127.250.255.255 (the relay
+//! sees distinct hosts, as it would in a deployment, and js-libp2p's per-host inbound connection
+//! limit of 5/s does not serialize the set-up). Without `--relay` the peers connect directly (the
+//! baseline).
+//!
+//! Transports: targets reach the relay over `--relay`, sources over `--source-relay` (default:
+//! `--relay`); either may be a TCP or a QUIC (`/udp/PORT/quic-v1`) address of the relay, so
+//! `--relay <quic> --source-relay <tcp>` is the mixed case (the target reserved over QUIC, the
+//! source dials the relay over TCP). Without a relay, `--direct-quic` makes the targets listen
+//! on QUIC instead of TCP. Whenever QUIC is in use, every peer first binds a QUIC listener on
+//! its own loopback address, which its QUIC dials then leave from.
 //!
 //! Modes (`bench_client [--relay ADDR] MODE ...`); each prints JSON lines on stdout:
 //! * `transfer --sessions S`: S targets (reserved on the relay, or listening) and S sources,
@@ -33,6 +41,12 @@
 //!   others stay connected and silent. After W seconds, the bytes each target receives over S
 //!   seconds; prints `share` with the total rate, the slowest and fastest session's rate and
 //!   their ratio (for the relay's node-wide bandwidth limit: `bench_relay --total-bandwidth`).
+//! * `slow --sessions N --read-rate R [--max-secs M]`: N targets, N sources; prints `connected`
+//!   once the targets reserved and the sources connected to the relay. On `go`, opens N circuits;
+//!   each source writes to its target as fast as the circuit accepts, each target reads at R
+//!   bytes/s (slow readers: the relay's buffers fill); prints `sessions`. On `stats`, prints
+//!   `stats` (bytes sent by all sources, bytes read by all targets). Every load stops by itself
+//!   after M seconds (default 300); `quit` or the end of stdin ends the process.
 //!
 //! The process raises its own RLIMIT_NOFILE like `bench_relay` does.
 
@@ -71,14 +85,25 @@ use tokio::sync::{mpsc, oneshot};
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-bench/transfer/1");
 /// `share` mode: an endless stream, counted by the target.
 const SHARE_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-bench/share/1");
+/// `slow` mode: a stream the source fills as fast as it can and the target reads slowly.
+const SLOW_PROTOCOL: StreamProtocol = StreamProtocol::new("/macula-bench/slow/1");
 const CHUNK: usize = 256 * 1024;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The relay, `/ip4/127.0.0.1/tcp/PORT/p2p/ID`. Without it peers connect directly.
+    /// The relay, `/ip4/127.0.0.1/tcp/PORT/p2p/ID` or `/ip4/127.0.0.1/udp/PORT/quic-v1/p2p/ID`,
+    /// as the targets reach it (and the sources, without `--source-relay`). Without it peers
+    /// connect directly.
     #[arg(long)]
     relay: Option<Multiaddr>,
+    /// The relay address the sources connect over (default: `--relay`), e.g. its TCP address
+    /// while the targets reserve over QUIC.
+    #[arg(long, requires = "relay")]
+    source_relay: Option<Multiaddr>,
+    /// Without a relay: targets listen on QUIC instead of TCP.
+    #[arg(long, conflicts_with = "relay")]
+    direct_quic: bool,
     /// First index into the source-address pool (another client process should use others).
     #[arg(long, default_value_t = 0)]
     ip_offset: u32,
@@ -153,6 +178,17 @@ enum Mode {
         /// Seconds measured.
         #[arg(long, default_value_t = 10.0)]
         secs: f64,
+    },
+    Slow {
+        /// Circuits, each between its own source and target.
+        #[arg(long, default_value_t = 50)]
+        sessions: usize,
+        /// Bytes per second each target reads.
+        #[arg(long, default_value_t = 1000)]
+        read_rate: u64,
+        /// Every source and target stops after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
     },
 }
 
@@ -264,6 +300,8 @@ struct Peer {
     ip: Ipv4Addr,
     control: libp2p_stream::Control,
     commands: mpsc::UnboundedSender<Command>,
+    /// The peer's QUIC listen address (on its own loopback address), once bound.
+    quic: std::sync::OnceLock<Multiaddr>,
 }
 
 impl Peer {
@@ -271,6 +309,7 @@ impl Peer {
         let keypair = Keypair::generate_ed25519();
         let swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
+            .with_quic()
             .with_other_transport(|key| {
                 let tcp = BoundTcp {
                     inner: tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
@@ -302,7 +341,20 @@ impl Peer {
             ip,
             control,
             commands,
+            quic: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Listens on QUIC at the peer's own loopback address (once): its QUIC dials then leave from
+    /// that socket, and a direct QUIC target is reachable there.
+    async fn bind_quic(&self) -> Result<Multiaddr, String> {
+        if let Some(addr) = self.quic.get() {
+            return Ok(addr.clone());
+        }
+        let addr = self
+            .listen(format!("/ip4/{}/udp/0/quic-v1", self.ip).parse().unwrap())
+            .await?;
+        Ok(self.quic.get_or_init(|| addr).clone())
     }
 
     async fn dial(&self, opts: DialOpts, close_after: bool) -> Result<Duration, String> {
@@ -335,7 +387,7 @@ impl Peer {
     }
 
     /// Becomes reachable: reserves on the relay (returns the circuit address) or listens on its
-    /// own address (returns it, with `/p2p`).
+    /// own address (returns it, with `/p2p`): its QUIC address if it has bound one, else TCP.
     async fn become_target(&self, relay: Option<&Multiaddr>) -> Result<Multiaddr, String> {
         match relay {
             Some(relay) => {
@@ -348,9 +400,13 @@ impl Peer {
                     .with(Protocol::P2p(self.id)))
             }
             None => {
-                let addr = self
-                    .listen(format!("/ip4/{}/tcp/0", self.ip).parse().unwrap())
-                    .await?;
+                let addr = match self.quic.get() {
+                    Some(quic) => quic.clone(),
+                    None => {
+                        self.listen(format!("/ip4/{}/tcp/0", self.ip).parse().unwrap())
+                            .await?
+                    }
+                };
                 Ok(addr.with(Protocol::P2p(self.id)))
             }
         }
@@ -595,6 +651,96 @@ fn spawn_peers(first: u32, n: usize) -> Vec<Peer> {
         .collect()
 }
 
+/// [`spawn_peers`], then (if `quic`) binds each one's QUIC listener; exits on an error.
+async fn ready_peers(first: u32, n: usize, quic: bool, concurrency: usize) -> Vec<Peer> {
+    let peers = spawn_peers(first, n);
+    if quic {
+        let errors: Vec<String> = stream::iter(peers.iter())
+            .map(Peer::bind_quic)
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await;
+        if !errors.is_empty() {
+            fail("quic listen", &errors);
+        }
+    }
+    peers
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+}
+
+/// `slow` mode, target side: reads every [`SLOW_PROTOCOL`] stream at `rate` bytes/s until
+/// `deadline`, counting the bytes into `total`.
+fn read_slowly(
+    peer: &Peer,
+    rate: u64,
+    deadline: tokio::time::Instant,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut incoming = peer
+        .control
+        .clone()
+        .accept(SLOW_PROTOCOL)
+        .expect("protocol registered once");
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let total = total.clone();
+            tokio::spawn(async move {
+                // A tenth of a second's worth at a time.
+                let step = (rate / 10).max(1) as usize;
+                let mut buf = vec![0u8; step];
+                let from = tokio::time::Instant::now();
+                let mut got = 0u64;
+                let read = async {
+                    loop {
+                        let due = Duration::from_secs_f64(got as f64 / rate.max(1) as f64);
+                        tokio::time::sleep_until(from + due).await;
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                got += n as u64;
+                                total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout_at(deadline, read).await;
+            });
+        }
+    });
+}
+
+/// `slow` mode, source side: writes to `target` as fast as the stream accepts until `deadline`,
+/// counting the bytes into `total`; returns the error that stopped it, if any.
+async fn send_until(
+    mut control: libp2p_stream::Control,
+    target: PeerId,
+    deadline: tokio::time::Instant,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Option<String> {
+    let write = async {
+        let mut stream = control
+            .open_stream(target, SLOW_PROTOCOL)
+            .await
+            .map_err(|e| format!("open stream: {e}"))?;
+        loop {
+            let chunk = &ZEROS[..PACED_CHUNK as usize];
+            stream
+                .write_all(chunk)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            total.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(Err(e)) => Some(e),
+        Ok(Ok(())) | Err(_) => None,
+    }
+}
+
 /// Makes every peer a target; returns their addresses (in order) and the errors.
 async fn become_targets(
     peers: &[Peer],
@@ -652,18 +798,21 @@ fn main() {
 
 async fn run(args: Args, nofile: u64) {
     let relay = args.relay.as_ref();
+    // Sources reach the relay over this address.
+    let src_relay = args.source_relay.as_ref().or(relay);
+    let quic = args.direct_quic || relay.is_some_and(is_quic) || src_relay.is_some_and(is_quic);
     let conc = args.setup_concurrency;
     let base = args.ip_offset;
     match args.mode {
         Mode::Transfer { sessions } => {
             let started = Instant::now();
-            let targets = spawn_peers(base, sessions);
-            let sources = spawn_peers(base + sessions as u32, sessions);
+            let targets = ready_peers(base, sessions, quic, conc).await;
+            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
             let (addrs, errors) = become_targets(&targets, relay, conc).await;
             if !errors.is_empty() {
                 fail("target", &errors);
             }
-            let errors = connect_sources(&sources, relay, conc).await;
+            let errors = connect_sources(&sources, src_relay, conc).await;
             if !errors.is_empty() {
                 fail("source connect", &errors);
             }
@@ -725,14 +874,14 @@ async fn run(args: Args, nofile: u64) {
             concurrent,
             concurrency,
         } => {
-            let target_peers = spawn_peers(base, targets);
-            let source_peers = spawn_peers(base + targets as u32, sources.max(1));
+            let target_peers = ready_peers(base, targets, quic, conc).await;
+            let source_peers = ready_peers(base + targets as u32, sources.max(1), quic, conc).await;
             let (addrs, errors) = become_targets(&target_peers, relay, conc).await;
             if !errors.is_empty() {
                 fail("target", &errors);
             }
             let addrs: Vec<Multiaddr> = addrs.into_iter().flatten().collect();
-            let errors = connect_sources(&source_peers, relay, conc).await;
+            let errors = connect_sources(&source_peers, src_relay, conc).await;
             if !errors.is_empty() {
                 fail("source connect", &errors);
             }
@@ -894,14 +1043,14 @@ async fn run(args: Args, nofile: u64) {
             secs,
         } => {
             let started = Instant::now();
-            let targets = spawn_peers(base, sessions);
-            let sources = spawn_peers(base + sessions as u32, sessions);
+            let targets = ready_peers(base, sessions, quic, conc).await;
+            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
             let (addrs, errors) = become_targets(&targets, relay, conc).await;
             if !errors.is_empty() {
                 fail("target", &errors);
             }
             let counters: Vec<_> = targets.iter().map(count_incoming).collect();
-            let errors = connect_sources(&sources, relay, conc).await;
+            let errors = connect_sources(&sources, src_relay, conc).await;
             if !errors.is_empty() {
                 fail("source connect", &errors);
             }
@@ -963,14 +1112,14 @@ async fn run(args: Args, nofile: u64) {
             per_source,
         } => {
             let started = Instant::now();
-            let target_peers = spawn_peers(base, targets);
-            let source_peers = spawn_peers(base + targets as u32, sources);
+            let target_peers = ready_peers(base, targets, quic, conc).await;
+            let source_peers = ready_peers(base + targets as u32, sources, quic, conc).await;
             let (addrs, errors) = become_targets(&target_peers, relay, conc).await;
             if !errors.is_empty() {
                 fail("target", &errors);
             }
             let addrs: Vec<Multiaddr> = addrs.into_iter().flatten().collect();
-            let errors = connect_sources(&source_peers, relay, conc).await;
+            let errors = connect_sources(&source_peers, src_relay, conc).await;
             if !errors.is_empty() {
                 fail("source connect", &errors);
             }
@@ -1005,6 +1154,77 @@ async fn run(args: Args, nofile: u64) {
                     }
                     "quit" => break,
                     _ => {}
+                }
+            }
+        }
+        Mode::Slow {
+            sessions,
+            read_rate,
+            max_secs,
+        } => {
+            use std::sync::{atomic::AtomicU64, atomic::Ordering::Relaxed, Arc};
+            let started = Instant::now();
+            let targets = ready_peers(base, sessions, quic, conc).await;
+            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
+            let (addrs, errors) = become_targets(&targets, relay, conc).await;
+            if !errors.is_empty() {
+                fail("target", &errors);
+            }
+            let errors = connect_sources(&sources, src_relay, conc).await;
+            if !errors.is_empty() {
+                fail("source connect", &errors);
+            }
+            let (sent, read) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(max_secs);
+            for target in &targets {
+                read_slowly(target, read_rate, deadline, read.clone());
+            }
+            emit(
+                json!({"event": "connected", "sessions": sessions, "nofile": nofile,
+                        "secs": started.elapsed().as_secs_f64()}),
+            );
+            let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+            let mut lines = stdin_lines();
+            let mut opened = false;
+            // Sources that stopped with an error, so far.
+            let mut errors: Vec<String> = Vec::new();
+            while let Some(line) = lines.recv().await {
+                match line.as_str() {
+                    "go" if !opened => {
+                        opened = true;
+                        let started = Instant::now();
+                        let results: Vec<_> = stream::iter(sources.iter().zip(addrs.iter()))
+                            .map(|(s, a)| s.connect_to(a.as_ref().expect("target up"), false))
+                            .buffer_unordered(conc.max(1))
+                            .collect()
+                            .await;
+                        let failed: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+                        for (s, t) in sources.iter().zip(targets.iter()) {
+                            let failed = failed_tx.clone();
+                            let send = send_until(s.control.clone(), t.id, deadline, sent.clone());
+                            tokio::spawn(async move {
+                                if let Some(e) = send.await {
+                                    let _ = failed.send(e);
+                                }
+                            });
+                        }
+                        emit(json!({"event": "sessions", "open": sessions - failed.len(),
+                                    "failed": failed.len(), "first_error": failed.first(),
+                                    "secs": started.elapsed().as_secs_f64()}));
+                    }
+                    "stats" => {
+                        while let Ok(e) = failed_rx.try_recv() {
+                            errors.push(e);
+                        }
+                        emit(json!({"event": "stats", "sent": sent.load(Relaxed),
+                                    "read": read.load(Relaxed), "errors": errors.len(),
+                                    "first_error": errors.first(),
+                                    "secs_left": deadline
+                                        .saturating_duration_since(tokio::time::Instant::now())
+                                        .as_secs_f64()}));
+                    }
+                    "quit" => break,
+                    _ => emit(json!({"event": "error", "what": "bad command", "line": line})),
                 }
             }
         }

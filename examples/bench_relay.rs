@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! bench_relay --impl ours  [--bandwidth BYTES_PER_S] [--total-bandwidth BYTES_PER_S]
-//!                          [--listen /ip4/127.0.0.1/tcp/0]
-//! bench_relay --impl stock [--listen /ip4/127.0.0.1/tcp/0]
+//!                          [--listen /ip4/127.0.0.1/tcp/0 [--listen /ip4/127.0.0.1/udp/0/quic-v1]]
+//! bench_relay --impl stock [--listen ...]
 //! ```
 //!
 //! * `ours`: the swarm of [`macula_relay::RelayNodeBuilder`] (the one `relay_node` runs: TCP and
@@ -16,9 +16,8 @@
 //! * `stock`: libp2p 0.57's `libp2p::relay::Behaviour` with its limits lifted
 //!   (`max_circuit_bytes` 0, a one-day circuit duration, no rate limiters, 10^6 reservations and
 //!   circuits), status forced to `Enable`, in the same swarm shape: the same TCP config
-//!   (nodelay), noise, the **same yamux config** as our node (`set_max_num_streams(4093)`, which
-//!   keeps every stream window under 1 MiB so js peers never send oversized frames), QUIC and
-//!   DNS, identify and ping, 60 s idle-connection timeout.
+//!   (nodelay), noise, libp2p's default yamux config (what an operator of the stock relay runs),
+//!   QUIC and DNS, identify and ping, 60 s idle-connection timeout.
 //!
 //! Both raise their own `RLIMIT_NOFILE` soft limit (and, as root, the hard limit) to 1,048,576
 //! or the most the kernel allows, as a real deployment would with `LimitNOFILE=` or
@@ -35,7 +34,7 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use libp2p::{
     core::multiaddr::Protocol, identify, noise, ping, relay, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, tcp, Multiaddr, PeerId, SwarmBuilder,
+    swarm::SwarmEvent, tcp, yamux, Multiaddr, SwarmBuilder,
 };
 use macula_relay::{Config, RelayNodeBuilder};
 
@@ -51,9 +50,10 @@ struct Args {
     /// Which relay to run.
     #[arg(long = "impl", value_enum)]
     kind: Impl,
-    /// Listen address.
-    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-    listen: Multiaddr,
+    /// Listen addresses (repeatable; TCP and QUIC, e.g. `/ip4/127.0.0.1/udp/0/quic-v1`). The
+    /// `ready` line is printed once every one of them is bound, with all their addresses.
+    #[arg(long, default_values = ["/ip4/127.0.0.1/tcp/0"])]
+    listen: Vec<Multiaddr>,
     /// Per-session bandwidth, bytes per second and direction, 0 = unlimited (ours only).
     #[arg(long, default_value_t = 0)]
     bandwidth: u64,
@@ -111,12 +111,32 @@ fn ours_config(bandwidth: u64, total_bandwidth: u64, copy_buffer_size: Option<us
         .expect("valid config")
 }
 
-fn ready(kind: &str, nofile: u64, peer_id: PeerId, addr: &Multiaddr) {
-    let addr = addr.clone().with(Protocol::P2p(peer_id));
-    println!(
-        "{{\"event\":\"ready\",\"impl\":\"{kind}\",\"pid\":{},\"nofile\":{nofile},\"peer_id\":\"{peer_id}\",\"addrs\":[\"{addr}\"]}}",
-        std::process::id()
-    );
+/// Waits until every listener is bound (announcing each address, as `relay_node` does without
+/// `--external`), then prints the `ready` line with all of them.
+async fn announce_when_bound<B: NetworkBehaviour>(
+    swarm: &mut libp2p::Swarm<B>,
+    kind: &str,
+    listeners: usize,
+    nofile: u64,
+) -> Vec<Multiaddr> {
+    let peer_id = *swarm.local_peer_id();
+    let mut addrs = Vec::new();
+    while addrs.len() < listeners {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            swarm.add_external_address(address.clone());
+            addrs.push(address.with(Protocol::P2p(peer_id)));
+        }
+    }
+    let line = serde_json::json!({
+        "event": "ready",
+        "impl": kind,
+        "pid": std::process::id(),
+        "nofile": nofile,
+        "peer_id": peer_id.to_string(),
+        "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    println!("{line}");
+    addrs
 }
 
 #[tokio::main]
@@ -131,21 +151,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nofile = raise_nofile(1 << 20);
     match args.kind {
         Impl::Ours => {
-            let mut swarm = RelayNodeBuilder::new()
-                .config(ours_config(
-                    args.bandwidth,
-                    args.total_bandwidth,
-                    args.copy_buffer_size,
-                ))
-                .listen_on(args.listen)
-                .build()?;
-            let peer_id = *swarm.local_peer_id();
+            // As the `macula-relay` binary does at start (the stock relay keeps glibc's defaults).
+            macula_relay::heap::keep_heap_headroom();
+            let mut builder = RelayNodeBuilder::new().config(ours_config(
+                args.bandwidth,
+                args.total_bandwidth,
+                args.copy_buffer_size,
+            ));
+            // Through the builder: without a listen address it binds the node's default ports.
+            for addr in &args.listen {
+                builder = builder.listen_on(addr.clone());
+            }
+            let mut swarm = builder.build()?;
+            announce_when_bound(&mut swarm, "ours", args.listen.len(), nofile).await;
             loop {
-                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                    // As relay_node does without --external: announce the listen address.
-                    swarm.add_external_address(address.clone());
-                    ready("ours", nofile, peer_id, &address);
-                }
+                swarm.select_next_some().await;
             }
         }
         Impl::Stock => {
@@ -154,7 +174,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_tcp(
                     tcp::Config::default().nodelay(true),
                     noise::Config::new,
-                    macula_relay::node::yamux_config,
+                    yamux::Config::default,
                 )?
                 .with_quic()
                 .with_dns()?
@@ -173,13 +193,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
                 .build();
-            swarm.listen_on(args.listen)?;
-            let peer_id = *swarm.local_peer_id();
+            for addr in &args.listen {
+                swarm.listen_on(addr.clone())?;
+            }
+            announce_when_bound(&mut swarm, "stock", args.listen.len(), nofile).await;
             loop {
-                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                    swarm.add_external_address(address.clone());
-                    ready("stock", nofile, peer_id, &address);
-                }
+                swarm.select_next_some().await;
             }
         }
     }

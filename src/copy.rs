@@ -232,7 +232,7 @@ impl Direction {
 /// Half the bucket, so a timer firing late loses no tokens (the bucket holds twice that), and
 /// at most 128 KiB, so the pause (128 KiB / rate) stays short next to the time a sender needs to
 /// fill its flow-control window (yamux starts at 256 KiB): a fast throttled session never
-/// stalls on it. At 1 MB/s that is one wake-up per 50 KB instead of one per buffer.
+/// stalls on it. At 1 MB/s that is one wake-up per 125 KB instead of one per buffer.
 const MAX_THROTTLE_BATCH: u64 = 128 * 1024;
 
 fn throttle_batch(burst: u64) -> u64 {
@@ -653,7 +653,7 @@ mod tests {
         let (_a, relay_a) = pipe();
         let (_b, relay_b) = pipe();
         let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared, 64);
-        let rate = |d: &Direction| d.bucket.as_ref().map(|b| b.burst() * 10);
+        let rate = |d: &Direction| d.bucket.as_ref().map(TokenBucket::rate);
         assert_eq!(rate(&copy.to_target), Some(5_000));
         assert_eq!(rate(&copy.to_source), Some(2_000));
     }

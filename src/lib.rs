@@ -63,6 +63,8 @@
 
 mod addresses;
 mod behaviour;
+#[cfg(feature = "node")]
+pub mod boxed_handler;
 mod config;
 mod copy;
 mod core;
@@ -71,6 +73,8 @@ mod event;
 #[doc(hidden)]
 pub mod fuzz;
 mod handler;
+#[cfg(feature = "node")]
+pub mod heap;
 #[cfg(feature = "node")]
 pub mod node;
 mod protocol;
@@ -123,3 +127,4 @@ pub use protocol::{Status, WireLimit, HOP_PROTOCOL, MAX_MESSAGE_SIZE, STOP_PROTO
 pub use session::{
     CloseReason, DenyReason, ParseSessionIdError, RelayStats, SessionId, SessionInfo, Side,
 };
+pub use throttle::throttle_burst;

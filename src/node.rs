@@ -19,7 +19,7 @@ use libp2p::{
     tcp, websocket, yamux, Multiaddr, Swarm, SwarmBuilder, Transport,
 };
 
-use crate::{Behaviour, Config};
+use crate::{boxed_handler::Boxed, Behaviour, Config};
 
 /// How often the node pings each connection's peer.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -54,29 +54,34 @@ pub const IDENTIFY_PROTOCOL_VERSION: &str = "/macula-relay/1.0.0";
 /// address and the relay's protocols), ping (keeps idle connections measured) and AutoNAT v2
 /// (the node confirms its own external addresses with its peers' help, and helps them confirm
 /// theirs).
+///
+/// Every behaviour with a sizeable connection handler is [`Boxed`]: each connection's task then
+/// holds a pointer per behaviour instead of the handlers themselves (a 552-byte handler instead
+/// of 5.6 kB, and 36.6 instead of 46.1 KiB of relay memory per held reservation). The fields
+/// dereference to the behaviours.
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "RelayNodeEvent")]
 pub struct RelayNodeBehaviour {
     /// Refuses new connections while the process uses more memory than allowed.
     pub memory: memory_connection_limits::Behaviour,
     /// The relay.
-    pub relay: Behaviour,
+    pub relay: Boxed<Behaviour>,
     /// Identify.
-    pub identify: identify::Behaviour,
+    pub identify: Boxed<identify::Behaviour>,
     /// Closes WebRTC-direct connections whose peer stopped answering.
     pub liveness: crate::stream_liveness::Behaviour,
     /// Ping.
-    pub ping: ping::Behaviour,
+    pub ping: Boxed<ping::Behaviour>,
     /// AutoNAT v2 client: tests the node's candidate external addresses (from identify's
     /// observations) by asking peers to dial them back; a confirmed one becomes an external
     /// address.
-    pub autonat: autonat::v2::client::Behaviour,
+    pub autonat: Boxed<autonat::v2::client::Behaviour>,
     /// AutoNAT v2 server: dials back the addresses peers ask it to test.
-    pub autonat_server: autonat::v2::server::Behaviour,
+    pub autonat_server: Boxed<autonat::v2::server::Behaviour>,
     /// The relay registry with the node's Kademlia, if enabled with
     /// [`RelayNodeBuilder::registry`]; call [`sync_registry`](Self::sync_registry) after every
     /// swarm event.
-    pub registry: Toggle<NodeRegistry>,
+    pub registry: Boxed<Toggle<NodeRegistry>>,
 }
 
 /// The registry behaviour of a relay node ([`crate::registry::Behaviour`] with the `registry`
@@ -562,22 +567,28 @@ impl RelayNodeBuilder {
                     // Peers learn the external addresses only (which the node confirmed or
                     // was given), unless private addresses are allowed.
                     .with_hide_listen_addrs(!config.allow_private_addrs()),
-            ),
-            relay: Behaviour::new(key.clone(), config),
+            )
+            .into(),
+            relay: Boxed(Behaviour::new(key.clone(), config)),
             liveness: Default::default(),
             ping: ping::Behaviour::new(
                 ping::Config::new()
                     .with_interval(PING_INTERVAL)
                     .with_timeout(PING_TIMEOUT),
-            ),
-            autonat: autonat::v2::client::Behaviour::default(),
-            autonat_server: autonat::v2::server::Behaviour::default(),
+            )
+            .into(),
+            autonat: Boxed::default(),
+            autonat_server: Boxed::default(),
             #[cfg(feature = "registry")]
-            registry: registry_config
-                .map(|c| crate::registry::Behaviour::with_protocol(key, kad_protocol.clone(), c))
-                .into(),
+            registry: Boxed(
+                registry_config
+                    .map(|c| {
+                        crate::registry::Behaviour::with_protocol(key, kad_protocol.clone(), c)
+                    })
+                    .into(),
+            ),
             #[cfg(not(feature = "registry"))]
-            registry: None.into(),
+            registry: Boxed(None.into()),
         };
         let mut swarm = match metrics {
             Some(registry) => builder

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
-/// The bucket's depth as a fraction of the rate: 100 ms worth of bytes. Deep enough that a timer
-/// firing a few milliseconds late costs no throughput, shallow enough to keep the rate smooth.
-const BURST_DIVISOR: u64 = 10;
+/// The bucket's depth as a fraction of the rate: 250 ms worth of bytes. Deep enough that a timer
+/// firing a few milliseconds late costs no throughput and that a throttled session wakes up
+/// rarely (the copy loop reads half a bucket per wake-up: 8 a second at any rate up to 1 MB/s),
+/// shallow enough to keep the rate smooth over a second.
+const BURST_DIVISOR: u64 = 4;
 
-/// A token bucket counting bytes, refilled continuously at `rate` bytes per second up to a burst
-/// of `rate / 10` bytes (at least 1). It starts empty, so a long transfer's average rate is the
+/// A token bucket counting bytes, refilled continuously at `rate` bytes per second up to
+/// [`throttle_burst`] bytes. It starts empty, so a long transfer's average rate is the
 /// configured rate, without an initial burst.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -33,11 +35,17 @@ impl TokenBucket {
         let rate = rate.max(1);
         Self {
             rate,
-            burst: burst_for(rate),
+            burst: throttle_burst(rate),
             tokens: 0,
             carry: 0,
             last: now,
         }
+    }
+
+    /// The rate, bytes per second.
+    #[cfg(test)]
+    pub fn rate(&self) -> u64 {
+        self.rate
     }
 
     /// The bucket's depth in bytes.
@@ -49,7 +57,7 @@ impl TokenBucket {
     pub fn set_rate(&mut self, rate: u64, now: Instant) {
         self.refill(now);
         self.rate = rate.max(1);
-        self.burst = burst_for(self.rate);
+        self.burst = throttle_burst(self.rate);
         self.tokens = self.tokens.min(self.burst);
     }
 
@@ -97,7 +105,10 @@ impl TokenBucket {
     }
 }
 
-fn burst_for(rate: u64) -> u64 {
+/// The depth of a throttled direction's token bucket at `rate` bytes per second: the most
+/// bytes it moves beyond `rate × elapsed` over any stretch of time (a quarter of a second's worth,
+/// at least 1 byte). The bucket starts empty.
+pub fn throttle_burst(rate: u64) -> u64 {
     (rate / BURST_DIVISOR).max(1)
 }
 
@@ -129,7 +140,7 @@ mod tests {
     fn fractional_refill_is_carried_not_lost() {
         let t0 = Instant::now();
         // 3 bytes/s: 1 byte every 333.3 ms. 30 steps of 100 ms must yield 9 bytes, not 0.
-        let mut bucket = TokenBucket::new(30, t0); // burst 3
+        let mut bucket = TokenBucket::new(30, t0); // burst 7
         let mut passed = 0;
         for step in 1..=30 {
             let now = t0 + ms(100 * step);
@@ -144,8 +155,8 @@ mod tests {
     fn never_holds_more_than_the_burst() {
         let t0 = Instant::now();
         let mut bucket = TokenBucket::new(1_000_000, t0);
-        assert_eq!(bucket.burst(), 100_000);
-        assert_eq!(bucket.available(t0 + Duration::from_secs(60)), 100_000);
+        assert_eq!(bucket.burst(), 250_000);
+        assert_eq!(bucket.available(t0 + Duration::from_secs(60)), 250_000);
     }
 
     #[test]
@@ -178,7 +189,7 @@ mod tests {
         let mut bucket = TokenBucket::new(1_000, t0);
         assert_eq!(bucket.wait_for(10, t0), ms(10));
         // Never asks to wait for more than the burst.
-        assert_eq!(bucket.wait_for(1_000_000, t0), ms(100));
+        assert_eq!(bucket.wait_for(1_000_000, t0), ms(250));
         assert_eq!(bucket.wait_for(10, t0 + ms(10)), Duration::ZERO);
     }
 

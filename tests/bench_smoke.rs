@@ -49,12 +49,37 @@ fn benchmark_runs_in_smoke_mode() {
     expect("rss_reservations", &relays);
     expect("rss_sessions", &relays);
     expect("single_throttle_mbps", &[Column::Throttled]);
+    // QUIC: everyone over QUIC (direct too), and mixed (target over QUIC, source over TCP).
+    expect(
+        "single_quic_mbps",
+        &[Column::Direct, Column::Stock, Column::Ours],
+    );
+    expect("aggregate_quic_mbps", &[Column::Stock, Column::Ours]);
+    expect("single_mixed_mbps", &[Column::Stock, Column::Ours]);
+    expect("rss_slow", &relays);
     // The memory deltas may be 0 (or below, if the allocator returned pages) for so few peers.
     for c in relays {
         assert!(report.median("per_reservation", c).is_some());
         assert!(report.median("per_session", c).is_some());
+        assert!(report.median("slow_per_session", c).is_some());
     }
     // The table names every column it ran.
     let table = relay_bench::render(&report, &options.plan, &options.columns);
     assert!(table.contains("stock rust relay") && table.contains("ours (throttled)"));
+    assert!(table.contains("### Targets") && table.contains("crypto floor"));
+    // --write-benchmarks replaces only the text between the markers.
+    let document = format!(
+        "intro\n{}\nold\n{}\nhand-written\n",
+        relay_bench::BEGIN_MARKER,
+        relay_bench::END_MARKER
+    );
+    let updated = relay_bench::replace_generated(&document, "new").unwrap();
+    assert_eq!(
+        updated,
+        format!(
+            "intro\n{}\nnew\n{}\nhand-written\n",
+            relay_bench::BEGIN_MARKER,
+            relay_bench::END_MARKER
+        )
+    );
 }

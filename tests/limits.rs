@@ -61,8 +61,8 @@ async fn the_101st_concurrent_session_is_refused_with_resource_limit_exceeded() 
 async fn a_256_kib_per_second_session_relays_no_faster_than_its_rate() {
     common::init_tracing();
     const RATE: u64 = 256 * 1024;
-    // The throttle starts empty and holds at most a tenth of a second of tokens.
-    const BURST: u64 = RATE / 10;
+    // The throttle starts empty and holds at most this many tokens.
+    let burst = macula_relay::throttle_burst(RATE);
     const SIZE: u64 = 1024 * 1024 + 256 * 1024;
     let mut relay =
         TestRelay::start(common::test_config().bandwidth(Some(RATE)).build().unwrap()).await;
@@ -72,7 +72,7 @@ async fn a_256_kib_per_second_session_relays_no_faster_than_its_rate() {
     let _served = target.serve_transfers();
 
     // The stopwatch starts before the circuit exists, so it covers the whole session: a correct
-    // throttle cannot move SIZE bytes one way in less than (SIZE - BURST) / RATE, whatever the
+    // throttle cannot move SIZE bytes one way in less than (SIZE - burst) / RATE, whatever the
     // load on the machine (load only makes it slower). A lower bound only: the rate itself is
     // measured by the benchmark.
     let started = Instant::now();
@@ -80,7 +80,7 @@ async fn a_256_kib_per_second_session_relays_no_faster_than_its_rate() {
     let outcome = source.transfer(target.peer_id, SIZE).await.unwrap();
     let elapsed = started.elapsed();
     assert!(outcome.peer_got_what_we_sent);
-    let floor = Duration::from_secs_f64((SIZE - BURST) as f64 / RATE as f64);
+    let floor = Duration::from_secs_f64((SIZE - burst) as f64 / RATE as f64);
     assert!(
         elapsed >= floor,
         "{SIZE} B each way took {elapsed:?}, under the {floor:?} that {RATE} B/s allows"
@@ -105,7 +105,7 @@ async fn a_256_kib_per_second_session_relays_no_faster_than_its_rate() {
             _ => None,
         })
         .await;
-    let allowed = BURST + (RATE as f64 * duration.as_secs_f64()) as u64;
+    let allowed = burst + (RATE as f64 * duration.as_secs_f64()) as u64;
     assert!(
         up >= SIZE && down >= SIZE && up <= allowed && down <= allowed,
         "relayed {up} / {down} B in {duration:?}; the throttle allows {allowed} B"
