@@ -77,14 +77,19 @@ where
     // A proto3 encoder leaves out a zero-valued type, and RESERVE is 0.
     let kind = message.r#type.unwrap_or(HopMessageType::Reserve as i32);
     match HopMessageType::try_from(kind) {
-        Ok(HopMessageType::Reserve) => Ok(HopRequest::Reserve(ReserveRequest { framed })),
+        Ok(HopMessageType::Reserve) => Ok(HopRequest::Reserve(ReserveRequest {
+            framed: Box::new(framed),
+        })),
         Ok(HopMessageType::Connect) => {
             let target = message
                 .peer
                 .and_then(|p| p.id)
                 .and_then(|id| PeerId::from_bytes(&id).ok());
             match target {
-                Some(target) => Ok(HopRequest::Connect(ConnectRequest { framed, target })),
+                Some(target) => Ok(HopRequest::Connect(ConnectRequest {
+                    framed: Box::new(framed),
+                    target,
+                })),
                 None => Err(reject(framed, HopError::InvalidTarget).await),
             }
         }
@@ -128,9 +133,12 @@ where
 }
 
 /// A `RESERVE` waiting for the relay's decision.
+///
+/// The stream is boxed, here and in [`ConnectRequest`]: requests travel inside the handler's
+/// messages, and the largest message sets the size of every connection's task.
 #[derive(Debug)]
 pub struct ReserveRequest<S> {
-    framed: HopFramed<S>,
+    framed: Box<HopFramed<S>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ReserveRequest<S> {
@@ -154,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReserveRequest<S> {
 /// A `CONNECT` waiting for the relay's decision.
 #[derive(Debug)]
 pub struct ConnectRequest<S> {
-    framed: HopFramed<S>,
+    framed: Box<HopFramed<S>>,
     target: PeerId,
 }
 
@@ -170,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnectRequest<S> {
         send_status(&mut self.framed, Status::Ok, None, limit).await?;
         let FramedParts {
             io, read_buffer, ..
-        } = self.framed.into_parts();
+        } = (*self.framed).into_parts();
         Ok((io, read_buffer.freeze()))
     }
 
