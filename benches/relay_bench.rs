@@ -987,21 +987,34 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Runs `round` `reps` times for each column, the repetitions going round the columns, and
+    /// records each under `metric`; a column whose round failed is skipped from then on.
+    fn rounds(
+        &mut self,
+        columns: &[Column],
+        reps: usize,
+        metric: &str,
+        round: fn(&mut Self, Column, usize) -> Result<(), String>,
+    ) {
+        for rep in 0..reps {
+            for &column in columns {
+                if self.failed(metric, column) {
+                    continue;
+                }
+                let r = round(self, column, rep);
+                self.record(metric, column, r);
+            }
+        }
+    }
+
     /// Relay memory growth per session under slow readers: a fresh relay per repetition and
     /// column (the repetitions going round the columns); its RSS once the peers are connected,
     /// and again once [`Plan::slow_sessions`] circuits, each source writing as fast as the
     /// circuit accepts and each target reading at [`Plan::slow_read_rate`], have filled the
     /// relay's buffers (RSS no longer growing).
     fn slow_readers(&mut self, columns: &[Column]) {
-        for rep in 0..self.plan.reps_slow {
-            for &column in columns {
-                if self.failed("slow_per_session", column) {
-                    continue;
-                }
-                let r = self.slow_round(column, rep);
-                self.record("slow_per_session", column, r);
-            }
-        }
+        let reps = self.plan.reps_slow;
+        self.rounds(columns, reps, "slow_per_session", Self::slow_round);
     }
 
     fn slow_round(&mut self, column: Column, rep: usize) -> Result<(), String> {
@@ -1155,15 +1168,8 @@ impl Runner<'_> {
     /// Relay memory with many reservations: a fresh relay per repetition and column, the
     /// repetitions going round the columns.
     fn reservations(&mut self, columns: &[Column]) {
-        for rep in 0..self.plan.reps_reservations {
-            for &column in columns {
-                if self.failed("per_reservation", column) {
-                    continue;
-                }
-                let r = self.reservation_round(column, rep);
-                self.record("per_reservation", column, r);
-            }
-        }
+        let reps = self.plan.reps_reservations;
+        self.rounds(columns, reps, "per_reservation", Self::reservation_round);
     }
 
     fn reservation_round(&mut self, column: Column, rep: usize) -> Result<(), String> {
@@ -1222,15 +1228,8 @@ impl Runner<'_> {
 
     /// Relay memory with many idle sessions, like [`reservations`](Self::reservations).
     fn idle_sessions(&mut self, columns: &[Column]) {
-        for rep in 0..self.plan.reps_memory {
-            for &column in columns {
-                if self.failed("per_session", column) {
-                    continue;
-                }
-                let r = self.idle_round(column, rep);
-                self.record("per_session", column, r);
-            }
-        }
+        let reps = self.plan.reps_memory;
+        self.rounds(columns, reps, "per_session", Self::idle_round);
     }
 
     fn idle_round(&mut self, column: Column, rep: usize) -> Result<(), String> {

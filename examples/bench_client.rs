@@ -778,6 +778,29 @@ async fn connect_sources(
         .await
 }
 
+/// The peers of `sessions` circuits: targets reserved on `relay` (listening, without one) and
+/// sources connected to `source_relay`, with each target's address; exits on any failure.
+async fn session_peers(
+    first: u32,
+    sessions: usize,
+    quic: bool,
+    concurrency: usize,
+    relay: Option<&Multiaddr>,
+    source_relay: Option<&Multiaddr>,
+) -> (Vec<Peer>, Vec<Peer>, Vec<Option<Multiaddr>>) {
+    let targets = ready_peers(first, sessions, quic, concurrency).await;
+    let sources = ready_peers(first + sessions as u32, sessions, quic, concurrency).await;
+    let (addrs, errors) = become_targets(&targets, relay, concurrency).await;
+    if !errors.is_empty() {
+        fail("target", &errors);
+    }
+    let errors = connect_sources(&sources, source_relay, concurrency).await;
+    if !errors.is_empty() {
+        fail("source connect", &errors);
+    }
+    (targets, sources, addrs)
+}
+
 fn fail(what: &str, errors: &[String]) -> ! {
     emit(json!({"event": "error", "what": what, "count": errors.len(), "first": errors.first()}));
     std::process::exit(2);
@@ -806,16 +829,8 @@ async fn run(args: Args, nofile: u64) {
     match args.mode {
         Mode::Transfer { sessions } => {
             let started = Instant::now();
-            let targets = ready_peers(base, sessions, quic, conc).await;
-            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
-            let (addrs, errors) = become_targets(&targets, relay, conc).await;
-            if !errors.is_empty() {
-                fail("target", &errors);
-            }
-            let errors = connect_sources(&sources, src_relay, conc).await;
-            if !errors.is_empty() {
-                fail("source connect", &errors);
-            }
+            let (targets, sources, addrs) =
+                session_peers(base, sessions, quic, conc, relay, src_relay).await;
             let results: Vec<_> = stream::iter(sources.iter().zip(addrs.iter()))
                 .map(|(s, a)| s.connect_to(a.as_ref().expect("target up"), false))
                 .buffer_unordered(conc.max(1))
@@ -1043,17 +1058,9 @@ async fn run(args: Args, nofile: u64) {
             secs,
         } => {
             let started = Instant::now();
-            let targets = ready_peers(base, sessions, quic, conc).await;
-            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
-            let (addrs, errors) = become_targets(&targets, relay, conc).await;
-            if !errors.is_empty() {
-                fail("target", &errors);
-            }
+            let (targets, sources, addrs) =
+                session_peers(base, sessions, quic, conc, relay, src_relay).await;
             let counters: Vec<_> = targets.iter().map(count_incoming).collect();
-            let errors = connect_sources(&sources, src_relay, conc).await;
-            if !errors.is_empty() {
-                fail("source connect", &errors);
-            }
             let results: Vec<_> = stream::iter(sources.iter().zip(addrs.iter()))
                 .map(|(s, a)| s.connect_to(a.as_ref().expect("target up"), false))
                 .buffer_unordered(conc.max(1))
@@ -1164,16 +1171,8 @@ async fn run(args: Args, nofile: u64) {
         } => {
             use std::sync::{atomic::AtomicU64, atomic::Ordering::Relaxed, Arc};
             let started = Instant::now();
-            let targets = ready_peers(base, sessions, quic, conc).await;
-            let sources = ready_peers(base + sessions as u32, sessions, quic, conc).await;
-            let (addrs, errors) = become_targets(&targets, relay, conc).await;
-            if !errors.is_empty() {
-                fail("target", &errors);
-            }
-            let errors = connect_sources(&sources, src_relay, conc).await;
-            if !errors.is_empty() {
-                fail("source connect", &errors);
-            }
+            let (targets, sources, addrs) =
+                session_peers(base, sessions, quic, conc, relay, src_relay).await;
             let (sent, read) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(max_secs);
             for target in &targets {
