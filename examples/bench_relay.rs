@@ -139,20 +139,29 @@ async fn announce_when_bound<B: NetworkBehaviour>(
     addrs
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.kind == Impl::Ours {
+        // As the `macula-relay` binary does, before the runtime's threads exist (the stock relay
+        // keeps glibc's defaults, as its operators run it).
+        macula_relay::heap::tune_for_relay();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    let args = Args::parse();
     let nofile = raise_nofile(1 << 20);
     match args.kind {
         Impl::Ours => {
-            // As the `macula-relay` binary does at start (the stock relay keeps glibc's defaults).
-            macula_relay::heap::keep_heap_headroom();
             let mut builder = RelayNodeBuilder::new().config(ours_config(
                 args.bandwidth,
                 args.total_bandwidth,

@@ -34,7 +34,8 @@ pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_PENDING_STREAMS_PER_CONNECTION: usize = 16;
 /// Default interval of [`Event::Stats`](crate::Event::Stats).
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
-/// Default size of each of a session's two copy buffers.
+/// Default size of each of a session's two copy buffers, once a direction has carried its first
+/// mebibyte (it starts with at most 4 KiB; see [`ConfigBuilder::copy_buffer_size`]).
 pub const DEFAULT_COPY_BUFFER_SIZE: usize = 16 * 1024;
 /// Default caps on the reservations one network origin may hold: go-libp2p's relay allows 8 per
 /// IP and 32 per ASN; a /24 or a /48 stands in for the ASN here.
@@ -654,7 +655,9 @@ impl ConfigBuilder {
         self.config.stats_interval = interval;
         self
     }
-    /// Size of each of the two copy buffers of a session (default 16 KiB).
+    /// Size of each of the two copy buffers of a session (default 16 KiB). Each direction
+    /// starts with at most 4 KiB and gets this size once it has carried 1 MiB, so circuits that
+    /// carry little keep small frames and small buffers on both connections.
     pub fn copy_buffer_size(mut self, bytes: usize) -> Self {
         self.config.copy_buffer_size = bytes;
         self

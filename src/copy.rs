@@ -25,7 +25,10 @@ use crate::{
 
 /// One direction of a circuit: a reader, a writer and the buffer between them.
 struct Direction {
+    /// Starts at [`SLOW_START_CHUNK`] and is replaced once by one of `full_size` bytes after
+    /// [`SLOW_START_BYTES`] (see [`Direction::grow_after_slow_start`]).
     buf: Box<[u8]>,
+    full_size: usize,
     start: usize,
     end: usize,
     /// Bytes read so far (for the data cap).
@@ -52,10 +55,12 @@ enum Stop {
 
 impl Direction {
     fn new(buffer_size: usize, pending: &[u8], reader: Side) -> Self {
-        let mut buf = vec![0u8; buffer_size.max(pending.len())].into_boxed_slice();
+        let initial = buffer_size.min(SLOW_START_CHUNK).max(pending.len());
+        let mut buf = vec![0u8; initial].into_boxed_slice();
         buf[..pending.len()].copy_from_slice(pending);
         Direction {
             buf,
+            full_size: buffer_size,
             start: 0,
             end: pending.len(),
             read_total: pending.len() as u64,
@@ -139,6 +144,7 @@ impl Direction {
                 };
             }
 
+            self.grow_after_slow_start();
             // How much may be read: buffer size, then data cap, then throttle.
             let mut max = self.buf.len();
             let mut probing_cap = false;
@@ -211,6 +217,18 @@ impl Direction {
         }
     }
 
+    /// Swaps the small first buffer for the full one once the direction has carried
+    /// [`SLOW_START_BYTES`]: called only with the buffer drained, so nothing is copied, and at
+    /// most once per direction.
+    fn grow_after_slow_start(&mut self) {
+        if self.buf.len() < self.full_size && self.read_total >= SLOW_START_BYTES {
+            debug_assert_eq!(self.start, self.end, "grown only when drained");
+            self.buf = vec![0u8; self.full_size].into_boxed_slice();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     fn flush_then_pending<W: AsyncWrite + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
@@ -226,6 +244,20 @@ impl Direction {
         Poll::Pending
     }
 }
+
+/// Size of each direction's first buffer: a direction reads (and its writer sends on) at most
+/// this much at a time until it has carried [`SLOW_START_BYTES`].
+///
+/// Most circuits carry little (hole-punch coordination, requests, sessions parked behind a slow
+/// reader), and the frame size a relay writes sets how far the muxer's and noise's buffers of
+/// both connections grow, and stay grown: 16 KiB chunks grow them by about 50 KiB per session
+/// (BENCHMARKS.md, section 10). A bulk transfer earns the full buffer
+/// ([`ConfigBuilder::copy_buffer_size`](crate::ConfigBuilder::copy_buffer_size)) after its first
+/// mebibyte, which it needs to reach its best CPU per byte.
+const SLOW_START_CHUNK: usize = 4 * 1024;
+
+/// Bytes a direction carries in [`SLOW_START_CHUNK`]s before it gets its full buffer.
+const SLOW_START_BYTES: u64 = 1 << 20;
 
 /// Most bytes a throttled direction waits to accumulate before it reads again.
 ///
@@ -417,6 +449,46 @@ mod tests {
         Arc::new(SessionShared::new(limits))
     }
 
+    /// Runs `copy` while `client_a` sends `data` (in `chunk`-sized writes) and closes, and
+    /// `client_b` reads to the end and closes: how the session ended and what `client_b` got.
+    fn one_way<S: AsyncRead + AsyncWrite + Unpin>(
+        copy: CopyFuture<S>,
+        client_a: Duplex,
+        data: &[u8],
+        chunk: usize,
+        client_b: Duplex,
+    ) -> (CloseReason, Vec<u8>) {
+        let ((reason, got), ()) = one_way_with(copy, client_a, data, chunk, client_b, async {});
+        (reason, got)
+    }
+
+    /// [`one_way`], with `alongside` run to its end at the same time; also returns its output.
+    fn one_way_with<S: AsyncRead + AsyncWrite + Unpin, T>(
+        copy: CopyFuture<S>,
+        mut client_a: Duplex,
+        data: &[u8],
+        chunk: usize,
+        mut client_b: Duplex,
+        alongside: impl Future<Output = T>,
+    ) -> ((CloseReason, Vec<u8>), T) {
+        let a = async {
+            for piece in data.chunks(chunk.max(1)) {
+                client_a.write_all(piece).await.unwrap();
+            }
+            client_a.close().await.unwrap();
+            let mut sink = Vec::new();
+            client_a.read_to_end(&mut sink).await.unwrap();
+        };
+        let b = async {
+            let mut got = Vec::new();
+            client_b.read_to_end(&mut got).await.unwrap();
+            client_b.close().await.unwrap();
+            got
+        };
+        let (reason, (), got, out) = block_on(async { futures::join!(copy, a, b, alongside) });
+        ((reason, got), out)
+    }
+
     #[test]
     fn relays_both_ways_with_pending_bytes_first_and_counts() {
         let (mut client_a, relay_a) = pipe();
@@ -547,10 +619,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_saturating_throttled_reader_is_read_in_full_buffers_not_crumbs() {
-        let (mut client_a, relay_a) = pipe();
-        let (mut client_b, relay_b) = pipe();
+    /// Wraps both relay ends in [`Counting`]; the sizes of `relay_a`'s reads are returned.
+    #[allow(clippy::type_complexity)]
+    fn count_reads_of_a(
+        relay_a: Duplex,
+        relay_b: Duplex,
+    ) -> (Counting, Counting, Arc<std::sync::Mutex<Vec<usize>>>) {
         let reads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let relay_a = Counting {
             inner: relay_a,
@@ -560,6 +634,60 @@ mod tests {
             inner: relay_b,
             reads: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
+        (relay_a, relay_b, reads)
+    }
+
+    #[test]
+    fn a_direction_reads_small_chunks_until_its_first_mebibyte_then_its_full_buffer() {
+        let (client_a, relay_a) = pipe();
+        let (client_b, relay_b) = pipe();
+        let (relay_a, relay_b, reads) = count_reads_of_a(relay_a, relay_b);
+        const FULL: usize = 64 * 1024;
+        const N: usize = 3 << 20;
+        let unlimited = shared(SessionLimits::UNLIMITED);
+        let copy = CopyFuture::new(relay_a, b"", relay_b, b"", unlimited, FULL);
+        let data: Vec<u8> = (0..N).map(|i| (i % 251) as u8).collect();
+        let (reason, got) = one_way(copy, client_a, &data, FULL, client_b);
+        assert_eq!(reason, CloseReason::Completed);
+        assert!(got == data, "the bytes arrived changed");
+        let reads = reads.lock().unwrap();
+        let mut carried = 0u64;
+        let (mut first, mut after) = (0, 0);
+        for &n in reads.iter() {
+            if carried < SLOW_START_BYTES {
+                first = first.max(n);
+            } else {
+                after = after.max(n);
+            }
+            carried += n as u64;
+        }
+        assert!(
+            first <= SLOW_START_CHUNK,
+            "a read of {first} bytes in the first MiB"
+        );
+        assert!(
+            after > SLOW_START_CHUNK,
+            "no read above {SLOW_START_CHUNK} bytes after it (largest {after})"
+        );
+    }
+
+    #[test]
+    fn pending_bytes_larger_than_the_first_buffer_are_relayed_whole() {
+        let (client_a, relay_a) = pipe();
+        let (client_b, relay_b) = pipe();
+        let pending: Vec<u8> = (0..3 * SLOW_START_CHUNK).map(|i| (i % 253) as u8).collect();
+        let unlimited = shared(SessionLimits::UNLIMITED);
+        let copy = CopyFuture::new(relay_a, &pending, relay_b, b"", unlimited, 16 * 1024);
+        let (reason, got) = one_way(copy, client_a, b"", 1, client_b);
+        assert_eq!(reason, CloseReason::Completed);
+        assert_eq!(got, pending);
+    }
+
+    #[test]
+    fn a_saturating_throttled_reader_is_read_in_full_buffers_not_crumbs() {
+        let (client_a, relay_a) = pipe();
+        let (client_b, relay_b) = pipe();
+        let (relay_a, relay_b, reads) = count_reads_of_a(relay_a, relay_b);
         let limits = SessionLimits {
             bandwidth: Some(1_000_000),
             ..SessionLimits::UNLIMITED
@@ -567,24 +695,9 @@ mod tests {
         const N: usize = 200_000;
         const BUF: usize = 4096;
         let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared(limits), BUF);
-        let run = async {
-            let a = async {
-                client_a.write_all(&[7u8; N]).await.unwrap();
-                client_a.close().await.unwrap();
-                let mut sink = Vec::new();
-                client_a.read_to_end(&mut sink).await.unwrap();
-            };
-            let b = async {
-                let mut got = Vec::new();
-                client_b.read_to_end(&mut got).await.unwrap();
-                client_b.close().await.unwrap();
-                got.len()
-            };
-            futures::join!(copy, a, b)
-        };
-        let (reason, (), received) = block_on(run);
+        let (reason, received) = one_way(copy, client_a, &[7u8; N], N, client_b);
         assert_eq!(reason, CloseReason::Completed);
-        assert_eq!(received, N);
+        assert_eq!(received.len(), N);
         // Tokens trickle in continuously; reading them as they come would mean thousands of
         // tiny reads. Once the reader saturates the throttle, every read is a full buffer (the
         // first ones, before it does, and the last one may be shorter).
@@ -600,8 +713,8 @@ mod tests {
 
     #[test]
     fn the_node_share_throttles_each_direction_and_a_new_share_applies_at_once() {
-        let (mut client_a, relay_a) = pipe();
-        let (mut client_b, relay_b) = pipe();
+        let (client_a, relay_a) = pipe();
+        let (client_b, relay_b) = pipe();
         // No limit of its own; a node-wide share of 1 kB/s from source to target.
         let shared = shared(SessionLimits::UNLIMITED);
         shared.set_node_share(Side::Source, Some(1_000));
@@ -618,24 +731,10 @@ mod tests {
                 shared.pauses(Side::Source)
             }
         };
-        let run = async {
-            let a = async {
-                client_a.write_all(&[7u8; 30_000]).await.unwrap();
-                client_a.close().await.unwrap();
-                let mut sink = Vec::new();
-                client_a.read_to_end(&mut sink).await.unwrap();
-            };
-            let b = async {
-                let mut got = Vec::new();
-                client_b.read_to_end(&mut got).await.unwrap();
-                client_b.close().await.unwrap();
-                got.len()
-            };
-            futures::join!(copy, a, b, raiser)
-        };
-        let (reason, (), received, pauses_at_raise) = block_on(run);
+        let ((reason, received), pauses_at_raise) =
+            one_way_with(copy, client_a, &[7u8; 30_000], 30_000, client_b, raiser);
         assert_eq!(reason, CloseReason::Completed);
-        assert_eq!(received, 30_000);
+        assert_eq!(received.len(), 30_000);
         // Under the new share the rest went through without waiting for tokens (at most the
         // wait in progress when the share changed).
         assert!(shared.pauses(Side::Source) <= pauses_at_raise + 1);
@@ -660,8 +759,8 @@ mod tests {
 
     #[test]
     fn throttled_session_is_held_to_its_rate() {
-        let (mut client_a, relay_a) = pipe();
-        let (mut client_b, relay_b) = pipe();
+        let (client_a, relay_a) = pipe();
+        let (client_b, relay_b) = pipe();
         let limits = SessionLimits {
             bandwidth: Some(100_000),
             ..SessionLimits::UNLIMITED
@@ -669,24 +768,9 @@ mod tests {
         let shared = shared(limits);
         let copy = CopyFuture::new(relay_a, b"", relay_b, b"", shared.clone(), 4096);
         let started = Instant::now();
-        let run = async {
-            let a = async {
-                client_a.write_all(&[7u8; 30_000]).await.unwrap();
-                client_a.close().await.unwrap();
-                let mut sink = Vec::new();
-                client_a.read_to_end(&mut sink).await.unwrap();
-            };
-            let b = async {
-                let mut got = Vec::new();
-                client_b.read_to_end(&mut got).await.unwrap();
-                client_b.close().await.unwrap();
-                got.len()
-            };
-            futures::join!(copy, a, b)
-        };
-        let (reason, (), received) = block_on(run);
+        let (reason, received) = one_way(copy, client_a, &[7u8; 30_000], 30_000, client_b);
         assert_eq!(reason, CloseReason::Completed);
-        assert_eq!(received, 30_000);
+        assert_eq!(received.len(), 30_000);
         // 30 kB at 100 kB/s from an empty bucket takes at least 0.3 s (a lower bound only).
         assert!(started.elapsed() >= Duration::from_millis(290));
         assert!(shared.throttled_nanos.load(Relaxed) > 0);

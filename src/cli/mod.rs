@@ -90,7 +90,7 @@ fn defaults_help() -> String {
 /// Runs the command line of `std::env::args` to its end: the `macula-relay` binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::heap::keep_heap_headroom();
+    crate::heap::tune_for_relay();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
