@@ -1,5 +1,6 @@
 //! The example relay peer, started as its own process with default limits, serves an unmodified
-//! client pair end to end, and keeps its peer id across restarts with the same key file.
+//! client pair end to end, returns freed heap memory (its `heap-scavenger` thread), and keeps its
+//! peer id across restarts with the same key file.
 #![cfg(feature = "admin")]
 
 mod common;
@@ -17,6 +18,14 @@ async fn the_example_relay_serves_a_client_pair_and_keeps_its_peer_id() {
 
     let relay = RelayProcess::start(&args);
     assert!(key.exists(), "the key file is created on first run");
+    // The binary tunes glibc's heap for relaying at start (`heap::tune_for_relay`).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let threads = relay.thread_names();
+        assert!(
+            threads.iter().any(|name| name == "heap-scavenger"),
+            "no heap-scavenger thread in the relay process: {threads:?}"
+        );
+    }
     let mut target = TestClient::start().await;
     let mut source = TestClient::start().await;
     let limit = target.reserve_on(relay.peer_id, relay.addr.clone()).await;

@@ -191,6 +191,19 @@ impl RelayProcess {
         }
     }
 
+    /// The names of its threads (`/proc/<pid>/task/*/comm`; empty where there is no `/proc`).
+    #[allow(dead_code)]
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let Ok(entries) = std::fs::read_dir(tasks) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_string())
+            .collect()
+    }
+
     /// The circuit address of `target` through it.
     pub fn circuit_addr(&self, target: PeerId) -> Multiaddr {
         self.addr
