@@ -13,7 +13,7 @@
 //!   over one heap per thread (up to eight per core). A relay's resident memory then tracks its
 //!   past peak, not what it holds. [`limit_arenas`] keeps one heap per core and the scavenger
 //!   ([`start_scavenger`]) hands whole free pages back to the kernel every [`SCAVENGE_INTERVAL`]:
-//!   relay memory growth per session under 50 slow readers fell from 95–115 KiB to 60–72 KiB
+//!   relay memory growth per session under 50 slow readers fell from 87–163 KiB to 61–72 KiB
 //!   (BENCHMARKS.md, section 10).
 //!
 //! [`tune_for_relay`] applies all three; the `macula-relay` binary calls it first thing.
