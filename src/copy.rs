@@ -683,6 +683,129 @@ mod tests {
         assert_eq!(got, pending);
     }
 
+    /// A relay-side stream end that returns short reads and writes (sizes cycled from `caps`)
+    /// and, every `pending_every`-th call, `Pending` once (waking itself), as a muxer under load
+    /// does.
+    struct Choppy {
+        inner: Duplex,
+        caps: Vec<usize>,
+        calls: usize,
+        pending_every: usize,
+    }
+
+    impl Choppy {
+        /// How much this call may move, or `None` for a spurious `Pending`.
+        fn next_cap(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+            self.calls += 1;
+            if self.calls % self.pending_every == 0 {
+                cx.waker().wake_by_ref();
+                return None;
+            }
+            Some(self.caps[self.calls % self.caps.len()])
+        }
+    }
+
+    impl AsyncRead for Choppy {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let Some(cap) = self.next_cap(cx) else {
+                return Poll::Pending;
+            };
+            let n = buf.len().min(cap);
+            Pin::new(&mut self.inner).poll_read(cx, &mut buf[..n])
+        }
+    }
+
+    impl AsyncWrite for Choppy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let Some(cap) = self.next_cap(cx) else {
+                return Poll::Pending;
+            };
+            let n = buf.len().min(cap);
+            Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_close(cx)
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
+
+        /// Whatever the chunking, the spurious wake-ups, the buffer size and whether a direction
+        /// outgrows its slow start mid-stream: both directions arrive whole, in order, counted.
+        #[test]
+        fn choppy_streams_relay_every_byte_both_ways_across_the_slow_start(
+            // Tiny buffers and chunks with little data, or real ones with data that crosses
+            // the slow start (1 MiB) or stays below it.
+            (up_len, down_len, buffer_size, caps) in proptest::prop_oneof![
+                (0usize..6_000, 0usize..3_000, 1usize..64, proptest::collection::vec(1usize..100, 1..6)),
+                (
+                    proptest::prop_oneof![0usize..20_000, 1_050_000usize..1_150_000],
+                    0usize..100_000,
+                    4096usize..70_000,
+                    proptest::collection::vec(512usize..40_000, 1..6),
+                ),
+            ],
+            pending in proptest::prelude::any::<[u8; 3]>(),
+            pending_every in 3usize..9,
+            seed in proptest::prelude::any::<u8>(),
+        ) {
+            let up: Vec<u8> = (0..up_len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            let down: Vec<u8> = (0..down_len).map(|i| (i as u8).wrapping_add(seed)).collect();
+            let (mut client_a, relay_a) = pipe();
+            let (client_b, relay_b) = pipe();
+            let choppy = |inner| Choppy { inner, caps: caps.clone(), calls: 0, pending_every };
+            let shared = shared(SessionLimits::UNLIMITED);
+            let copy = CopyFuture::new(
+                choppy(relay_a),
+                &pending,
+                choppy(relay_b),
+                b"",
+                shared.clone(),
+                buffer_size,
+            );
+            let a = async {
+                client_a.write_all(&up).await.unwrap();
+                client_a.close().await.unwrap();
+                let mut got = Vec::new();
+                client_a.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            let Duplex { read: mut b_read, write: mut b_write } = client_b;
+            let b_reads = async {
+                let mut got = Vec::new();
+                b_read.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            let b_writes = async {
+                b_write.write_all(&down).await.unwrap();
+                b_write.close().await.unwrap();
+            };
+            let b = async { futures::join!(b_reads, b_writes).0 };
+            let (reason, got_a, got_b) = block_on(async { futures::join!(copy, a, b) });
+            proptest::prop_assert_eq!(reason, CloseReason::Completed);
+            let mut expected_b = pending.to_vec();
+            expected_b.extend_from_slice(&up);
+            proptest::prop_assert!(got_b == expected_b, "source to target changed");
+            proptest::prop_assert!(got_a == down, "target to source changed");
+            proptest::prop_assert_eq!(
+                shared.bytes(),
+                (expected_b.len() as u64, down.len() as u64)
+            );
+        }
+    }
+
     #[test]
     fn a_saturating_throttled_reader_is_read_in_full_buffers_not_crumbs() {
         let (client_a, relay_a) = pipe();
